@@ -1,0 +1,1 @@
+"""rawws: WebSockets (RFC 6455) from scratch, standard library only."""

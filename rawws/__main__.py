@@ -1,0 +1,3 @@
+from .echo import main
+
+main()

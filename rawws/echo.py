@@ -1,0 +1,46 @@
+"""`python -m rawws.echo`: every message comes back unchanged, as one message.
+
+The conformance target (e.g. for the Autobahn test suite): any path, any
+origin, no subprotocol required, and limits that take Autobahn's largest
+cases (16 MiB messages).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+
+from .server import Server, WebSocket, WebSocketApp
+
+ECHO_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+
+
+class EchoApp(WebSocketApp):
+    allowed_origins = {"*"}
+
+    def on_message(self, ws: WebSocket, message: str | bytes) -> None:
+        if isinstance(message, str):
+            ws.send_text(message)
+        else:
+            ws.send_binary(message)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m rawws.echo", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9001)
+    parser.add_argument("--max-message-size", type=int, default=ECHO_MAX_MESSAGE_SIZE,
+                        help="largest message accepted, in bytes (default 16 MiB)")
+    parser.add_argument("--ping-interval", type=float, default=20.0,
+                        help="seconds between keepalive pings; 0 turns them off")
+    parser.add_argument("--log-level", default="WARNING")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    server = Server(EchoApp(), host=args.host, port=args.port,
+                    max_message_size=args.max_message_size,
+                    ping_interval=args.ping_interval or None)
+    print(f"Serving on ws://{server.host}:{server.port}/", flush=True)
+    server.serve_forever(handle_signals=True)
+
+
+if __name__ == "__main__":
+    main()

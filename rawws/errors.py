@@ -1,0 +1,69 @@
+"""One exception hierarchy for rawws; each error knows its answer on the wire.
+
+A WebSocket protocol error carries the close code to send (RFC 6455 §7.4.1);
+an HTTP error carries the status line and headers to answer with.
+"""
+from __future__ import annotations
+
+from .close import (CLOSE_INVALID_PAYLOAD, CLOSE_MESSAGE_TOO_BIG, CLOSE_POLICY_VIOLATION,
+                    CLOSE_PROTOCOL_ERROR)
+
+
+class WebSocketError(Exception):
+    """Base class of every exception rawws raises."""
+
+
+class ProtocolError(WebSocketError):
+    """The peer broke RFC 6455; the connection is failed with `close_code`."""
+
+    close_code = CLOSE_PROTOCOL_ERROR
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class InvalidPayload(ProtocolError):
+    """Text that is not UTF-8 (RFC 6455 §8.1)."""
+
+    close_code = CLOSE_INVALID_PAYLOAD
+
+
+class PolicyViolation(ProtocolError):
+    """A message the endpoint refuses by policy."""
+
+    close_code = CLOSE_POLICY_VIOLATION
+
+
+class MessageTooBig(ProtocolError):
+    """A frame or message over the configured limit."""
+
+    close_code = CLOSE_MESSAGE_TOO_BIG
+
+
+class HTTPError(WebSocketError):
+    """An HTTP exchange that fails with `status` (request parsing, file serving)."""
+
+    def __init__(self, status: int, reason: str = "",
+                 headers: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(f"{status} {reason}".strip())
+        self.status = status
+        self.reason = reason
+        self.headers = list(headers or [])
+
+
+class HandshakeError(HTTPError):
+    """A refused or malformed opening handshake (RFC 6455 §4).
+
+    On the server it becomes the HTTP response; on the client it explains why
+    the server's answer was not a valid 101.
+    """
+
+
+class ConnectionClosed(WebSocketError):
+    """Raised when using a connection that is closed, with the close code seen."""
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(f"connection closed: {code} {reason}".strip())
+        self.code = code
+        self.reason = reason

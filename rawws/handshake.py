@@ -1,0 +1,168 @@
+"""The opening handshake (RFC 6455 §4): an HTTP/1.1 Upgrade, both sides, sans-IO.
+
+Server side: `is_upgrade_request()` tells a WebSocket attempt from a plain
+HTTP request, `validate_request()` checks it (§4.2.1) and returns the key,
+`accept_response()` builds the 101 (§4.2.2). Client side: `make_key()`,
+`build_request()` (§4.1) and `check_response()` (§4.1, the client's checks).
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+from collections.abc import Iterable
+
+from .errors import HandshakeError
+from .http import Request, Response, format_response
+
+# §1.3: the GUID the server appends to the client's key before hashing.
+WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+WEBSOCKET_VERSION = "13"
+KEY_BYTES = 16
+
+
+def accept_key(key: str) -> str:
+    """Sec-WebSocket-Accept for a Sec-WebSocket-Key: base64(SHA-1(key + GUID)), §4.2.2."""
+    digest = hashlib.sha1((key + WEBSOCKET_GUID).encode("ascii")).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def split_header_list(values: Iterable[str]) -> list[str]:
+    """The elements of comma-separated header values, stripped, case kept (RFC 9110 §5.6.1)."""
+    return [item.strip() for value in values for item in value.split(",") if item.strip()]
+
+
+def _tokens(request_or_response: Request | Response, name: str) -> list[str]:
+    return [token.lower() for token in split_header_list(request_or_response.headers.get_all(name))]
+
+
+# ---- server side ------------------------------------------------------
+
+def is_upgrade_request(request: Request) -> bool:
+    """True when the request asks for a WebSocket (its Upgrade lists `websocket`).
+
+    Such a request is the WebSocket layer's: if it is malformed it gets a 4xx
+    from `validate_request`, not a file from the file server.
+    """
+    return "websocket" in _tokens(request, "Upgrade")
+
+
+def validate_request(request: Request) -> str:
+    """Check an upgrade request against §4.2.1 and return its Sec-WebSocket-Key.
+
+    Raises HandshakeError with the status to answer: 400 in general, 405 for a
+    method other than GET, 426 (with Sec-WebSocket-Version: 13) for a missing
+    or unsupported version.
+    """
+    if request.method != "GET":
+        # §4.1: "The method of the request MUST be GET".
+        raise HandshakeError(405, "a WebSocket handshake uses GET", [("Allow", "GET")])
+    if request.version != "HTTP/1.1":
+        # §4.1: "the HTTP version MUST be at least 1.1".
+        raise HandshakeError(400, "a WebSocket handshake needs HTTP/1.1")
+    if len(request.headers.get_all("Host")) != 1:
+        # §4.1 item 4 (and RFC 9112 §3.2: exactly one Host).
+        raise HandshakeError(400, "missing or repeated Host header")
+    if "websocket" not in _tokens(request, "Upgrade"):
+        # §4.2.1 item 3.
+        raise HandshakeError(400, "Upgrade header does not name websocket")
+    if "upgrade" not in _tokens(request, "Connection"):
+        # §4.2.1 item 4: Connection includes the token "Upgrade", case-insensitively.
+        raise HandshakeError(400, "Connection header does not include upgrade")
+    versions = split_header_list(request.headers.get_all("Sec-WebSocket-Version"))
+    if versions != [WEBSOCKET_VERSION]:
+        # §4.2.2 item 4: answer an unsupported version with 426 and the versions we speak.
+        raise HandshakeError(426, "unsupported or missing Sec-WebSocket-Version; this server speaks 13",
+                             [("Sec-WebSocket-Version", WEBSOCKET_VERSION)])
+    keys = request.headers.get_all("Sec-WebSocket-Key")
+    if len(keys) != 1:
+        raise HandshakeError(400, "missing or repeated Sec-WebSocket-Key header")
+    key = keys[0].strip()
+    try:
+        raw_key = base64.b64decode(key.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raw_key = b""
+    if len(raw_key) != KEY_BYTES:
+        # §4.2.1 item 5: the key base64-decodes to 16 bytes.
+        raise HandshakeError(400, "Sec-WebSocket-Key is not 16 bytes in base64")
+    return key
+
+
+def offered_subprotocols(request: Request) -> list[str]:
+    """The subprotocols the client offers, in its order of preference (§4.1 item 10)."""
+    return split_header_list(request.headers.get_all("Sec-WebSocket-Protocol"))
+
+
+def accept_response(key: str, subprotocol: str | None = None,
+                    extra_headers: Iterable[tuple[str, str]] = ()) -> bytes:
+    """The 101 Switching Protocols answer (§4.2.2 item 5).
+
+    Extensions the client offered are left out: answering none of them is
+    how a server declines them (§9.1).
+    """
+    headers = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
+               ("Sec-WebSocket-Accept", accept_key(key))]
+    if subprotocol is not None:
+        headers.append(("Sec-WebSocket-Protocol", subprotocol))
+    headers.extend(extra_headers)
+    return format_response(101, headers)
+
+
+def refusal_response(error: HandshakeError, body: str | None = None) -> bytes:
+    """An HTTP error answer to a refused handshake, with a plain-text body; closes."""
+    text = (body if body is not None else error.reason or "WebSocket handshake refused") + "\n"
+    headers = list(error.headers) + [("Content-Type", "text/plain; charset=utf-8"),
+                                     ("Connection", "close")]
+    return format_response(error.status, headers, text.encode("utf-8"))
+
+
+# ---- client side ------------------------------------------------------
+
+def make_key() -> str:
+    """A fresh Sec-WebSocket-Key: 16 random bytes in base64 (§4.1 item 7)."""
+    return base64.b64encode(os.urandom(KEY_BYTES)).decode("ascii")
+
+
+def build_request(host: str, path: str, key: str, *, subprotocols: Iterable[str] = (),
+                  origin: str | None = None,
+                  extra_headers: Iterable[tuple[str, str]] = ()) -> bytes:
+    """The client's opening handshake request (§4.1)."""
+    lines = [f"GET {path} HTTP/1.1", f"Host: {host}", "Upgrade: websocket",
+             "Connection: Upgrade", f"Sec-WebSocket-Key: {key}",
+             f"Sec-WebSocket-Version: {WEBSOCKET_VERSION}"]
+    protocols = list(subprotocols)
+    if protocols:
+        lines.append("Sec-WebSocket-Protocol: " + ", ".join(protocols))
+    if origin is not None:
+        lines.append(f"Origin: {origin}")
+    for name, value in extra_headers:
+        if "\r" in name + value or "\n" in name + value:
+            raise ValueError("header names and values may not hold CR or LF")
+        lines.append(f"{name}: {value}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def check_response(response: Response, key: str, offered: Iterable[str] = ()) -> str | None:
+    """Validate the server's answer (§4.1, the client's checks); return the subprotocol.
+
+    Raises HandshakeError carrying the server's status when it is not a valid 101.
+    """
+    if response.status != 101:
+        raise HandshakeError(response.status, f"server answered {response.status} {response.reason}")
+    if "websocket" not in _tokens(response, "Upgrade"):
+        raise HandshakeError(response.status, "101 without Upgrade: websocket")
+    if "upgrade" not in _tokens(response, "Connection"):
+        raise HandshakeError(response.status, "101 without Connection: Upgrade")
+    if response.headers.get_all("Sec-WebSocket-Accept") != [accept_key(key)]:
+        raise HandshakeError(response.status, "wrong Sec-WebSocket-Accept")
+    if response.headers.get_all("Sec-WebSocket-Extensions"):
+        # §4.1: an extension the client did not ask for fails the connection.
+        raise HandshakeError(response.status, "server chose an extension that was not offered")
+    chosen = split_header_list(response.headers.get_all("Sec-WebSocket-Protocol"))
+    if not chosen:
+        return None
+    if len(chosen) != 1 or chosen[0] not in list(offered):
+        # §4.1: a subprotocol the client did not offer fails the connection.
+        raise HandshakeError(response.status, f"server chose a subprotocol that was not offered: {chosen}")
+    return chosen[0]

@@ -1,0 +1,334 @@
+"""One WebSocket connection after the handshake, as a sans-IO state machine.
+
+Bytes from the peer go into `receive_data()`; what happened comes out of
+`events()`; bytes for the peer come out of `data_to_send()`. Nothing here
+touches a socket or a clock, so every rule of RFC 6455 §5-§8 can be tested
+byte by byte. Timers (keepalive, close timeout) belong to the I/O layer.
+
+States (§4.1, §7):
+
+    OPEN ──close() or peer's Close──▶ CLOSING ──other side's Close──▶ CLOSED
+      └──────── protocol error (we "fail the connection", §7.1.7) ───────┘
+      └──────── EOF from the transport (§7.1.5: code 1006) ─────────────┘
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from enum import Enum
+
+from .close import CLOSE_ABNORMAL, CLOSE_NO_STATUS, CLOSE_NORMAL
+from .errors import ConnectionClosed, InvalidPayload, MessageTooBig, ProtocolError
+from .frames import (MAX_CONTROL_PAYLOAD, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING,
+                     OP_PONG, OP_TEXT, FrameParser, decode_close_payload, encode_close_payload, encode_frame)
+from .utf8 import Utf8Decoder
+
+DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
+
+
+class Role(Enum):
+    SERVER = "server"
+    CLIENT = "client"
+
+
+class State(Enum):
+    OPEN = "open"
+    CLOSING = "closing"   # one Close frame has crossed, the other has not
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class TextMessage:
+    data: str
+
+
+@dataclass(frozen=True, slots=True)
+class BinaryMessage:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CloseReceived:
+    """The peer's Close frame; `code` is 1005 when it carried no code (§7.1.5)."""
+
+    code: int
+    reason: str
+
+
+Event = TextMessage | BinaryMessage | Ping | Pong | CloseReceived
+
+
+class _MaskKeys:
+    """Unpredictable 4-byte masking keys (§5.3), drawn from os.urandom in batches."""
+
+    __slots__ = ("_pool", "_offset")
+    _BATCH = 4096
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._offset = 0
+
+    def next(self) -> bytes:
+        if self._offset >= len(self._pool):
+            self._pool = os.urandom(self._BATCH)
+            self._offset = 0
+        key = self._pool[self._offset:self._offset + 4]
+        self._offset += 4
+        return key
+
+
+class WebSocketConnection:
+    """The protocol state of one WebSocket connection, for either role."""
+
+    def __init__(self, role: Role, *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+                 max_frame_size: int | None = None) -> None:
+        self.role = role
+        self.state = State.OPEN
+        self.max_message_size = max_message_size
+        self.max_frame_size = max_frame_size if max_frame_size is not None else max_message_size
+        # §5.1: servers receive masked frames and send unmasked ones; clients the reverse.
+        self._parser = FrameParser(require_mask=role is Role.SERVER,
+                                   max_frame_size=self.max_frame_size)
+        self._mask_keys = _MaskKeys() if role is Role.CLIENT else None
+        self._events: list[Event] = []
+        self._outgoing: list[bytes] = []
+        # The message being reassembled (§5.4): its opcode, its parts, its size.
+        self._message_opcode: int | None = None
+        self._message_parts: list = []
+        self._message_size = 0
+        self._utf8: Utf8Decoder | None = None
+        # The message being sent in fragments, if any.
+        self._sending_opcode: int | None = None
+        self.close_sent: int | None = None       # code we sent, once we did
+        self.close_received: int | None = None   # code the peer sent, once it did
+        self.close_reason = ""
+        self.failure: ProtocolError | None = None
+        self.should_close_transport = False
+
+    # ---- what the peer sent -------------------------------------------
+
+    @property
+    def close_code(self) -> int:
+        """The connection close code of §7.1.5: the peer's, or 1006 if none came."""
+        return self.close_received if self.close_received is not None else CLOSE_ABNORMAL
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes from the transport; b"" means the peer closed it (EOF)."""
+        if not data:
+            # §7.1.5: a TCP close with no Close frame means code 1006.
+            self.state = State.CLOSED
+            self.should_close_transport = True
+            return
+        if self.state is State.CLOSED or self.close_received is not None:
+            return  # §7.1.7 / §1.4: nothing after a failure or the peer's Close is processed
+        parser = self._parser
+        parser.feed(data)
+        try:
+            while self.close_received is None:
+                frame = parser.next_frame()
+                if frame is None:
+                    break
+                if frame.opcode >= OP_CLOSE:
+                    self._receive_control(frame.opcode, frame.payload)
+                else:
+                    self._receive_data_frame(frame.opcode, frame.payload, frame.fin)
+        except ProtocolError as error:
+            self._fail(error)
+
+    def _receive_data_frame(self, opcode: int, payload: bytes, fin: bool) -> None:
+        if opcode == OP_CONTINUATION:
+            if self._message_opcode is None:
+                # §5.4: a continuation frame continues a message that was started.
+                raise ProtocolError("continuation frame with no message in progress")
+            opcode = self._message_opcode
+        elif self._message_opcode is not None:
+            # §5.4: fragments of one message are not interleaved with another's.
+            raise ProtocolError("new data frame while a fragmented message is open")
+        elif fin:
+            # The common case, one frame is one message: no reassembly state.
+            self._deliver(opcode, payload)
+            return
+        else:
+            self._message_opcode = opcode
+            self._utf8 = Utf8Decoder() if opcode == OP_TEXT else None
+
+        self._message_size += len(payload)
+        if self._message_size > self.max_message_size:
+            raise MessageTooBig(f"message over the {self.max_message_size}-byte limit")
+        if self._utf8 is not None:
+            # §8.1: fail fast, as soon as the bytes that make the text invalid arrive.
+            self._message_parts.append(self._utf8.decode(payload, final=fin))
+        else:
+            self._message_parts.append(payload)
+        if fin:
+            parts = self._message_parts
+            if opcode == OP_TEXT:
+                self._events.append(TextMessage("".join(parts)))
+            else:
+                self._events.append(BinaryMessage(b"".join(parts)))
+            self._message_opcode = None
+            self._message_parts = []
+            self._message_size = 0
+            self._utf8 = None
+            self._parser.payload_limit = self.max_frame_size
+        else:
+            # The next fragment may not push the message over its limit (§10.4).
+            self._parser.payload_limit = min(self.max_frame_size,
+                                             self.max_message_size - self._message_size)
+
+    def _deliver(self, opcode: int, payload: bytes) -> None:
+        if opcode == OP_TEXT:
+            try:
+                text = payload.decode("utf-8")
+            except UnicodeDecodeError:
+                # §8.1: "MUST _Fail the WebSocket Connection_" on invalid UTF-8.
+                raise InvalidPayload("invalid UTF-8 in text message") from None
+            self._events.append(TextMessage(text))
+        else:
+            self._events.append(BinaryMessage(payload))
+
+    def _receive_control(self, opcode: int, payload: bytes) -> None:
+        # §5.5: control frames may come between the fragments of a message
+        # and are handled at once.
+        if opcode == OP_PING:
+            self._events.append(Ping(payload))
+            if self.state is State.OPEN:
+                # §5.5.2: answer with a Pong carrying the same payload.
+                self._queue_frame(OP_PONG, payload)
+        elif opcode == OP_PONG:
+            # §5.5.3: a Pong may be unsolicited; it is reported, never answered.
+            self._events.append(Pong(payload))
+        else:
+            self._receive_close(payload)
+
+    def _receive_close(self, payload: bytes) -> None:
+        code, reason = decode_close_payload(payload)
+        self.close_received = code
+        self.close_reason = reason
+        self._events.append(CloseReceived(code, reason))
+        if self.state is State.OPEN:
+            # §5.5.1: answer a Close with a Close, typically echoing the code.
+            echoed = None if code == CLOSE_NO_STATUS else code
+            self._queue_frame(OP_CLOSE, encode_close_payload(echoed))
+            self.close_sent = code
+        self.state = State.CLOSED
+        # §7.1.1: the server closes the TCP connection first; a client waits
+        # for that (its I/O layer may give up after a timeout).
+        if self.role is Role.SERVER:
+            self.should_close_transport = True
+
+    def _fail(self, error: ProtocolError) -> None:
+        """§7.1.7 Fail the WebSocket Connection: send a Close, stop reading, drop TCP."""
+        self.failure = error
+        if self.close_sent is None:
+            reason = error.reason.encode("utf-8")[:123].decode("utf-8", "ignore")
+            self._queue_frame(OP_CLOSE, encode_close_payload(error.close_code, reason))
+            self.close_sent = error.close_code
+        self.state = State.CLOSED
+        self.should_close_transport = True
+
+    def events(self) -> list[Event]:
+        """The events received since the last call."""
+        events = self._events
+        self._events = []
+        return events
+
+    # ---- what we send -------------------------------------------------
+
+    def data_to_send(self) -> bytes:
+        """The bytes to write to the transport since the last call."""
+        if not self._outgoing:
+            return b""
+        data = b"".join(self._outgoing)
+        self._outgoing.clear()
+        return data
+
+    def _queue_frame(self, opcode: int, payload: bytes, fin: bool = True) -> None:
+        mask_key = self._mask_keys.next() if self._mask_keys is not None else None
+        self._outgoing.append(encode_frame(opcode, payload, fin=fin, mask_key=mask_key))
+
+    def _check_can_send_data(self) -> None:
+        if self.state is not State.OPEN:
+            # §5.5.1: after sending a Close frame, no more data frames.
+            raise ConnectionClosed(self.close_code, self.close_reason)
+
+    def send_text(self, text: str) -> None:
+        self._check_whole_message()
+        self._queue_frame(OP_TEXT, text.encode("utf-8"))
+
+    def send_binary(self, data: bytes) -> None:
+        self._check_whole_message()
+        self._queue_frame(OP_BINARY, bytes(data))
+
+    def send_frame_bytes(self, frame: bytes) -> None:
+        """Send a frame encoded elsewhere: a broadcast encodes once for many connections.
+
+        Only for servers, whose frames are unmasked and so the same for every peer.
+        """
+        if self.role is not Role.SERVER:
+            raise ValueError("a client masks each frame with its own key")
+        self._check_whole_message()
+        self._outgoing.append(frame)
+
+    def _check_whole_message(self) -> None:
+        self._check_can_send_data()
+        if self._sending_opcode is not None:
+            # §5.4: a message's fragments are not interleaved with another message.
+            raise ValueError("a fragmented message is being sent; finish it first")
+
+    def send_fragment(self, data: bytes | str, *, fin: bool) -> None:
+        """Stream a message in pieces (§5.4); str pieces make a text message.
+
+        The first call opens the message and sets its type; the call with
+        fin=True ends it. A text message's pieces must each be whole str
+        values; they are encoded one by one.
+        """
+        self._check_can_send_data()
+        is_text = isinstance(data, str)
+        payload = data.encode("utf-8") if is_text else bytes(data)
+        if self._sending_opcode is None:
+            self._sending_opcode = OP_TEXT if is_text else OP_BINARY
+            opcode = self._sending_opcode
+        else:
+            if (self._sending_opcode == OP_TEXT) != is_text:
+                raise ValueError("every piece of a message has the message's type")
+            opcode = OP_CONTINUATION
+        self._queue_frame(opcode, payload, fin=fin)
+        if fin:
+            self._sending_opcode = None
+
+    def send_ping(self, payload: bytes = b"") -> None:
+        self._check_can_send_data()
+        if len(payload) > MAX_CONTROL_PAYLOAD:
+            raise ValueError("a ping payload is at most 125 bytes (§5.5)")
+        self._queue_frame(OP_PING, bytes(payload))
+
+    def send_pong(self, payload: bytes = b"") -> None:
+        self._check_can_send_data()
+        if len(payload) > MAX_CONTROL_PAYLOAD:
+            raise ValueError("a pong payload is at most 125 bytes (§5.5)")
+        self._queue_frame(OP_PONG, bytes(payload))
+
+    def close(self, code: int | None = CLOSE_NORMAL, reason: str = "") -> None:
+        """Start the closing handshake (§7.1.2); does nothing once it has started."""
+        if self.state is not State.OPEN:
+            return
+        self._queue_frame(OP_CLOSE, encode_close_payload(code, reason))
+        self.close_sent = code if code is not None else CLOSE_NO_STATUS
+        self._sending_opcode = None
+        self.state = State.CLOSING
+
+    def abort(self) -> None:
+        """The transport is gone or given up on (close timeout): CLOSED, code 1006."""
+        self.state = State.CLOSED
+        self.should_close_transport = True

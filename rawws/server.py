@@ -1,0 +1,578 @@
+"""HTTP/1.1 and WebSockets on one port, on the `rawws.loop` event loop.
+
+Each accepted socket starts as an HTTP connection. A request that asks for a
+WebSocket (RFC 6455 §4) is validated, offered to the application (Origin,
+subprotocol) and, when accepted, the connection becomes a WebSocket handed to
+the application's `on_open`; every other request is answered by the static
+file server. The protocol rules live in the sans-IO modules: this module only
+moves bytes between sockets and those state machines, and runs the timers.
+
+Backpressure: a connection whose unsent output passes `read_pause_bytes`
+stops being read until the peer drains it (so a peer that never reads cannot
+make us buffer its echoes or pongs without bound), and one whose output
+passes `max_write_buffer` (a slow reader of broadcasts) is dropped.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import signal
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .close import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL
+from .errors import ConnectionClosed, HandshakeError, HTTPError
+from .handshake import (accept_response, is_upgrade_request, offered_subprotocols,
+                        refusal_response, validate_request)
+from .http import Request, RequestParser, format_response
+from .loop import EVENT_READ, EVENT_WRITE, EventLoop, Timer
+from .protocol import (BinaryMessage, Pong, Role, State, TextMessage, WebSocketConnection)
+from .static import StaticFiles
+
+log = logging.getLogger("rawws.server")
+
+RECV_SIZE = 256 * 1024
+DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
+
+
+class WebSocketApp:
+    """What an application implements; the defaults accept any subprotocol-less client."""
+
+    subprotocols: tuple[str, ...] = ()
+    subprotocol_required: bool = False
+    # None: the page's own origin, or no Origin header (a non-browser client).
+    # A set of "scheme://host[:port]" strings adds origins; {"*"} allows any.
+    allowed_origins: set[str] | None = None
+
+    def check_origin(self, origin: str | None, request: Request) -> bool:
+        """Accept or refuse (403) the handshake's Origin (RFC 6455 §10.2)."""
+        if origin is None:
+            return True
+        allowed = self.allowed_origins or set()
+        if "*" in allowed or normalize_origin(origin) in {normalize_origin(o) for o in allowed}:
+            return True
+        host = request.headers.get("Host")
+        return host is not None and same_origin(origin, host)
+
+    def select_subprotocol(self, offered: list[str], request: Request) -> str | None:
+        """Pick one of the client's subprotocols: ours in our order of preference."""
+        for protocol in self.subprotocols:
+            if protocol in offered:
+                return protocol
+        return None
+
+    def subprotocol_refusal(self) -> str:
+        """The plain-text body of the 400 sent when no offered subprotocol fits."""
+        return "No supported WebSocket subprotocol offered. Supported: " + ", ".join(self.subprotocols)
+
+    def on_open(self, ws: WebSocket) -> None:
+        pass
+
+    def on_message(self, ws: WebSocket, message: str | bytes) -> None:
+        pass
+
+    def on_close(self, ws: WebSocket, code: int, reason: str) -> None:
+        pass
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def normalize_origin(origin: str) -> str:
+    """scheme://host:port, lower-cased, with the scheme's default port made explicit."""
+    parts = urlsplit(origin.strip().lower())
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
+    except ValueError:
+        return origin.strip().lower()
+    return f"{parts.scheme}://{parts.hostname}:{port}"
+
+
+def same_origin(origin: str, host: str) -> bool:
+    """True when Origin names this server as the Host header does (plain http)."""
+    return normalize_origin(origin) == normalize_origin("http://" + host)
+
+
+class WebSocket:
+    """The application's handle on one open WebSocket connection."""
+
+    __slots__ = ("_conn", "request", "path", "subprotocol", "remote", "data")
+
+    def __init__(self, conn: _Connection, request: Request, subprotocol: str | None) -> None:
+        self._conn = conn
+        self.request = request
+        self.path = request.target
+        self.subprotocol = subprotocol
+        self.remote = conn.remote
+        self.data: dict = {}   # for the application's own per-connection state
+
+    @property
+    def open(self) -> bool:
+        ws = self._conn.ws
+        return ws is not None and ws.state is State.OPEN
+
+    def _send(self, method: str, payload: object) -> bool:
+        ws = self._conn.ws
+        if ws is None or ws.state is not State.OPEN:
+            return False
+        try:
+            getattr(ws, method)(payload)
+        except ConnectionClosed:
+            return False
+        self._conn.output_ready()
+        return True
+
+    def send_text(self, text: str) -> bool:
+        """Queue a text message; False if the connection is no longer open."""
+        return self._send("send_text", text)
+
+    def send_binary(self, data: bytes) -> bool:
+        return self._send("send_binary", data)
+
+    def send_frame_bytes(self, frame: bytes) -> bool:
+        """Queue an already-encoded frame (a broadcast encodes once for all)."""
+        return self._send("send_frame_bytes", frame)
+
+    def ping(self, payload: bytes = b"") -> bool:
+        return self._send("send_ping", payload)
+
+    def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        """Start the closing handshake; on_close follows when it completes."""
+        self._conn.close_websocket(code, reason)
+
+
+class _Connection:
+    """One accepted socket: HTTP first, maybe a WebSocket after an upgrade."""
+
+    def __init__(self, server: Server, sock: socket.socket, remote: tuple) -> None:
+        self.server = server
+        self.sock = sock
+        self.remote = remote
+        self.http: RequestParser | None = RequestParser(max_header_bytes=server.max_header_bytes)
+        self.ws: WebSocketConnection | None = None
+        self.handle: WebSocket | None = None
+        self.out = bytearray()
+        self.events = EVENT_READ
+        self.reading_paused = False
+        self.close_after_flush = False  # HTTP: answer sent, connection done
+        self.draining = False           # write side shut, waiting for the peer's EOF
+        self.closed = False
+        self.app_closed = False         # on_close has been called
+        self.dirty = False
+        self.timer: Timer | None = server.loop.call_later(server.http_timeout, self.on_http_timeout)
+        self.ping_timer: Timer | None = None
+        self.awaiting_pong = False
+
+    # ---- reading ----------------------------------------------------------
+
+    def on_ready(self, mask: int) -> None:
+        if mask & EVENT_WRITE:
+            self.write_out()
+        if mask & EVENT_READ and not self.closed:
+            self.read_in()
+
+    def read_in(self) -> None:
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""   # a reset is an end of stream like any other
+        if self.draining:
+            if not data:
+                self.teardown()
+            return
+        if self.ws is not None:
+            self.receive_websocket(data)
+        elif not data:
+            self.teardown()
+        else:
+            self.receive_http(data)
+
+    def receive_http(self, data: bytes) -> None:
+        parser = self.http
+        parser.feed(data)
+        while self.ws is None and not self.close_after_flush:
+            try:
+                request = parser.next_request()
+            except HTTPError as error:
+                self.send_http_error(error)
+                return
+            if request is None:
+                return
+            if is_upgrade_request(request):
+                self.upgrade(request)
+            else:
+                self.serve_file(request)
+
+    def serve_file(self, request: Request) -> None:
+        status, headers, body = self.server.files.respond(request)
+        keep_alive = request.keep_alive and not request.has_body
+        if not keep_alive:
+            headers = headers + [("Connection", "close")]
+            self.close_after_flush = True
+        log.debug("%s %s %s -> %d", self.remote[0], request.method, request.target, status)
+        self.write(format_response(status, headers, body))
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = self.server.loop.call_later(self.server.http_timeout, self.on_http_timeout)
+
+    def send_http_error(self, error: HTTPError) -> None:
+        body = (error.reason or "error") + "\n"
+        headers = list(error.headers) + [("Content-Type", "text/plain; charset=utf-8"),
+                                         ("Connection", "close")]
+        self.write(format_response(error.status, headers, body.encode("utf-8")))
+        self.close_after_flush = True
+
+    def upgrade(self, request: Request) -> None:
+        app = self.server.app
+        body = None
+        try:
+            key = validate_request(request)
+            origin = request.headers.get("Origin")
+            if not app.check_origin(origin, request):
+                raise HandshakeError(403, f"origin {origin} is not allowed")
+            subprotocol = app.select_subprotocol(offered_subprotocols(request), request)
+            if subprotocol is None and app.subprotocol_required:
+                body = app.subprotocol_refusal()
+                raise HandshakeError(400, "no supported subprotocol offered")
+        except HandshakeError as error:
+            log.info("%s:%s handshake refused: %d %s", *self.remote[:2], error.status, error.reason)
+            self.write(refusal_response(error, body))
+            self.close_after_flush = True
+            return
+        self.write(accept_response(key, subprotocol))
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        server = self.server
+        self.ws = WebSocketConnection(Role.SERVER, max_message_size=server.max_message_size,
+                                      max_frame_size=server.max_frame_size)
+        leftover = self.http.leftover()
+        self.http = None
+        self.handle = WebSocket(self, request, subprotocol)
+        server.websockets.add(self)
+        log.info("%s:%s WebSocket open on %s (subprotocol %s)", *self.remote[:2],
+                 request.target, subprotocol)
+        self.call_app(app.on_open, self.handle)
+        self.schedule_ping()
+        if leftover:
+            self.receive_websocket(leftover)
+
+    # ---- WebSocket ----------------------------------------------------------
+
+    def receive_websocket(self, data: bytes) -> None:
+        ws = self.ws
+        ws.receive_data(data)
+        app = self.server.app
+        for event in ws.events():
+            kind = type(event)
+            if kind is TextMessage or kind is BinaryMessage:
+                if ws.state is State.OPEN:
+                    self.call_app(app.on_message, self.handle, event.data)
+            elif kind is Pong:
+                self.awaiting_pong = False
+        if ws.failure is not None and not self.app_closed:
+            log.info("%s:%s failed: %d %s", *self.remote[:2], ws.close_sent, ws.failure.reason)
+        self.output_ready()
+        if ws.state is State.CLOSED:
+            self.finish_websocket()
+
+    def call_app(self, callback: Callable, *args: object) -> None:
+        """Run application code; its exception closes this connection (1011), nothing more."""
+        try:
+            callback(*args)
+        except Exception:
+            log.exception("application error on %s:%s", *self.remote[:2])
+            if callback is not self.server.app.on_close:
+                self.close_websocket(CLOSE_INTERNAL_ERROR, "internal error")
+
+    def close_websocket(self, code: int, reason: str) -> None:
+        ws = self.ws
+        if ws is None or ws.state is not State.OPEN:
+            return
+        ws.close(code, reason)
+        self.output_ready()
+        # §7.1.1 and §7.1.7: don't wait forever for the peer's Close.
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.server.loop.call_later(self.server.close_timeout, self.on_close_timeout)
+
+    def finish_websocket(self) -> None:
+        """The WebSocket is CLOSED: tell the application once, then close TCP."""
+        if not self.app_closed:
+            self.app_closed = True
+            ws = self.ws
+            self.server.websockets.discard(self)
+            log.info("%s:%s WebSocket closed: code %d%s", *self.remote[:2], ws.close_code,
+                     f" ({ws.close_reason})" if ws.close_reason else "")
+            self.call_app(self.server.app.on_close, self.handle, ws.close_code, ws.close_reason)
+        self.close_after_flush = True
+        self.output_ready()
+
+    def schedule_ping(self) -> None:
+        interval = self.server.ping_interval
+        if interval:
+            self.ping_timer = self.server.loop.call_later(interval, self.on_ping_timer)
+
+    def on_ping_timer(self) -> None:
+        ws = self.ws
+        if self.closed or ws is None or ws.state is not State.OPEN:
+            return
+        if self.awaiting_pong:
+            log.info("%s:%s keepalive timeout", *self.remote[:2])
+            self.close_websocket(CLOSE_INTERNAL_ERROR, "keepalive ping timeout")
+            return
+        self.awaiting_pong = True
+        ws.send_ping(b"keepalive")
+        self.output_ready()
+        self.ping_timer = self.server.loop.call_later(self.server.ping_timeout, self.on_ping_timer)
+
+    def on_close_timeout(self) -> None:
+        self.timer = None
+        if self.ws is not None and not self.closed:
+            log.info("%s:%s close timeout", *self.remote[:2])
+            self.ws.abort()
+            self.finish_websocket()
+            self.teardown()
+
+    def on_http_timeout(self) -> None:
+        self.timer = None
+        if self.ws is None and not self.closed:
+            self.teardown()
+
+    # ---- writing ----------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        self.out += data
+        self.output_ready()
+
+    def output_ready(self) -> None:
+        """Mark for flushing after this loop iteration (batches many sends into one)."""
+        if not self.dirty and not self.closed:
+            self.dirty = True
+            self.server.dirty.append(self)
+
+    def flush(self) -> None:
+        self.dirty = False
+        if self.closed:
+            return
+        if self.ws is not None:
+            data = self.ws.data_to_send()
+            if data:
+                self.out += data
+        if not self.events & EVENT_WRITE:   # else the writable event will write it
+            self.write_out()
+
+    def write_out(self) -> None:
+        out = self.out
+        if out:
+            try:
+                sent = self.sock.send(out)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                self.abort()
+                return
+            del out[:sent]
+        if len(out) > self.server.max_write_buffer:
+            log.warning("%s:%s dropped: %d bytes unread by the peer", *self.remote[:2], len(out))
+            self.abort()
+            return
+        if not out and self.close_after_flush and not self.draining:
+            self.start_draining()
+        self.update_interest()
+
+    def update_interest(self) -> None:
+        if self.closed:
+            return
+        paused = len(self.out) > self.server.read_pause_bytes and not self.draining
+        # Paused implies output pending, so some event is always wanted.
+        events = (0 if paused else EVENT_READ) | (EVENT_WRITE if self.out else 0)
+        if events != self.events:
+            self.events = events
+            self.server.loop.modify(self.sock, events, self.on_ready)
+
+    def start_draining(self) -> None:
+        """Half-close and read until the peer's EOF, so our last bytes aren't lost to a RST."""
+        self.draining = True
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.teardown()
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.server.loop.call_later(self.server.linger_timeout, self.teardown)
+
+    def abort(self) -> None:
+        """Drop the connection now (write failed, buffer overflow, shutdown deadline)."""
+        if self.ws is not None:
+            self.ws.abort()
+            self.finish_websocket()
+        self.teardown()
+
+    def teardown(self) -> None:
+        if self.closed:
+            return
+        if self.ws is not None and not self.app_closed:
+            self.ws.abort()
+            self.finish_websocket()
+        self.closed = True
+        for timer in (self.timer, self.ping_timer):
+            if timer is not None:
+                timer.cancel()
+        self.server.loop.unregister(self.sock)
+        self.server.connections.discard(self)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class Server:
+    """Listens on host:port and runs `app` for every WebSocket, files for the rest."""
+
+    def __init__(self, app: WebSocketApp, *, host: str = "127.0.0.1", port: int = 0,
+                 web_root: str | Path | None = None,
+                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+                 max_frame_size: int | None = None,
+                 max_header_bytes: int = 16 * 1024,
+                 ping_interval: float | None = 20.0, ping_timeout: float = 20.0,
+                 close_timeout: float = 5.0, http_timeout: float = 30.0,
+                 linger_timeout: float = 2.0,
+                 read_pause_bytes: int = 1024 * 1024,
+                 max_write_buffer: int | None = None,
+                 backlog: int = 1024) -> None:
+        self.app = app
+        self.max_message_size = max_message_size
+        self.max_frame_size = max_frame_size
+        self.max_header_bytes = max_header_bytes
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.close_timeout = close_timeout
+        self.http_timeout = http_timeout
+        self.linger_timeout = linger_timeout
+        self.read_pause_bytes = read_pause_bytes
+        # Room for an echo of the largest message plus slack.
+        self.max_write_buffer = max_write_buffer or max(64 * 1024 * 1024, 4 * max_message_size)
+        self.files = StaticFiles(web_root) if web_root is not None else _NoFiles()
+        self.loop = EventLoop()
+        self.connections: set[_Connection] = set()
+        self.websockets: set[_Connection] = set()
+        self.dirty: list[_Connection] = []
+        self.shutting_down = False
+        raise_fd_limit()
+        self.listener = socket.create_server((host, port), backlog=backlog, reuse_port=False)
+        self.listener.setblocking(False)
+        self.host, self.port = self.listener.getsockname()[:2]
+        self.loop.register(self.listener, EVENT_READ, self._accept)
+        self.loop.after_iteration(self._flush_dirty)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/"
+
+    def call_later(self, delay: float, callback: Callable[[], object]) -> Timer:
+        return self.loop.call_later(delay, callback)
+
+    def _accept(self, _mask: int) -> None:
+        for _ in range(64):   # accept a burst, then let others run
+            try:
+                sock, remote = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:
+                if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.warning("accept failed: %s", error)
+                    return
+                raise
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = _Connection(self, sock, remote)
+            self.connections.add(conn)
+            self.loop.register(sock, EVENT_READ, conn.on_ready)
+
+    def _flush_dirty(self) -> None:
+        dirty = self.dirty
+        while dirty:
+            batch = dirty[:]
+            dirty.clear()
+            for conn in batch:
+                conn.flush()
+
+    def serve_forever(self, *, handle_signals: bool = False) -> None:
+        """Run until `shutdown()`; with handle_signals, SIGINT/SIGTERM shut down gracefully."""
+        if handle_signals:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, lambda *_: self.loop.call_soon_threadsafe(self._begin_shutdown))
+        try:
+            self.loop.run_forever()
+        finally:
+            self._close_everything()
+
+    def shutdown(self) -> None:
+        """Stop gracefully: Close 1001 to every WebSocket, then stop the loop. Thread-safe."""
+        self.loop.call_soon_threadsafe(self._begin_shutdown)
+
+    def _begin_shutdown(self) -> None:
+        if self.shutting_down:
+            return
+        self.shutting_down = True
+        log.info("shutting down: closing %d WebSocket(s)", len(self.websockets))
+        self.loop.unregister(self.listener)
+        self.listener.close()
+        for conn in list(self.connections):
+            if conn.ws is None:
+                conn.teardown()
+            else:
+                conn.close_websocket(CLOSE_GOING_AWAY, "server shutting down")
+        self._flush_dirty()
+        self.loop.call_later(self.close_timeout, self.loop.stop)
+        self._stop_when_idle()
+
+    def _stop_when_idle(self) -> None:
+        if not self.connections:
+            self.loop.stop()
+        else:
+            self.loop.call_later(0.02, self._stop_when_idle)
+
+    def _close_everything(self) -> None:
+        for conn in list(self.connections):
+            conn.abort()
+        try:
+            self.listener.close()
+        except OSError:
+            pass
+        self.loop.close()
+
+
+class _NoFiles:
+    """The file server of a server with no web root: 404 for everything."""
+
+    def respond(self, request: Request) -> tuple[int, list[tuple[str, str]], bytes]:
+        body = b"Not Found\n"
+        return 404, [("Content-Type", "text/plain; charset=utf-8"),
+                     ("Content-Length", str(len(body)))], body if request.method != "HEAD" else b""
+
+
+def raise_fd_limit() -> None:
+    """Lift the soft open-files limit to the hard one: 1,000 clients need 1,000 descriptors."""
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY
+                                                        else 65536, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
+def run_in_thread(server: Server) -> threading.Thread:
+    """Start `server.serve_forever()` in a daemon thread (for tests and embedding)."""
+    thread = threading.Thread(target=server.serve_forever, name="rawws-server", daemon=True)
+    thread.start()
+    return thread
