@@ -96,9 +96,15 @@ class WebSocketConnection:
         self.state = State.OPEN
         self.max_message_size = max_message_size
         self.max_frame_size = max_frame_size if max_frame_size is not None else max_message_size
+        # Fix (tests/test_protocol.py, test_single_frame_message_over_max_message_size...):
+        # between messages the parser's limit was max_frame_size alone, so with
+        # max_frame_size > max_message_size a one-frame message over the message
+        # limit was delivered, and an oversized first fragment was refused only
+        # after its whole payload was buffered. A frame may not exceed either limit.
+        self._idle_payload_limit = min(self.max_frame_size, max_message_size)
         # §5.1: servers receive masked frames and send unmasked ones; clients the reverse.
         self._parser = FrameParser(require_mask=role is Role.SERVER,
-                                   max_frame_size=self.max_frame_size)
+                                   max_frame_size=self._idle_payload_limit)
         self._mask_keys = _MaskKeys() if role is Role.CLIENT else None
         self._events: list[Event] = []
         self._outgoing: list[bytes] = []
@@ -180,7 +186,7 @@ class WebSocketConnection:
             self._message_parts = []
             self._message_size = 0
             self._utf8 = None
-            self._parser.payload_limit = self.max_frame_size
+            self._parser.payload_limit = self._idle_payload_limit   # fix: was max_frame_size
         else:
             # The next fragment may not push the message over its limit (§10.4).
             self._parser.payload_limit = min(self.max_frame_size,

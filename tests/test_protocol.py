@@ -1,0 +1,533 @@
+"""rawws.protocol: one connection's messages, fragments and control frames (RFC 6455 §5.4-5.6).
+
+Each test feeds exact bytes into a `WebSocketConnection` and checks the
+events it reports and the bytes it wants to send back. The closing
+handshake has its own file, tests/test_close.py, and UTF-8 has
+tests/test_utf8.py.
+"""
+from __future__ import annotations
+
+import pytest
+
+from rawws.errors import MessageTooBig
+from rawws.frames import (OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, Frame,
+                          FrameParser, encode_frame)
+from rawws.protocol import (BinaryMessage, CloseReceived, Ping, Pong, Role, State, TextMessage,
+                            WebSocketConnection)
+
+RFC_KEY = bytes([0x37, 0xFA, 0x21, 0x3D])
+
+
+def from_client(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
+    """A frame as a client sends it: masked (§5.3), here with the §5.7 key."""
+    return encode_frame(opcode, payload, fin=fin, mask_key=RFC_KEY)
+
+
+def from_server(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
+    """A frame as a server sends it: unmasked."""
+    return encode_frame(opcode, payload, fin=fin)
+
+
+def sent_frames(connection: WebSocketConnection) -> list[Frame]:
+    """What `connection` wants to send, decoded as its peer would decode it."""
+    peer = FrameParser(require_mask=connection.role is Role.CLIENT)
+    peer.feed(connection.data_to_send())
+    frames = []
+    while (frame := peer.next_frame()) is not None:
+        frames.append(frame)
+    assert peer.buffered == 0
+    return frames
+
+
+def failed_with(connection: WebSocketConnection) -> int:
+    """The code of the single Close frame a failed connection queued (§7.1.7)."""
+    (frame,) = sent_frames(connection)
+    assert frame.opcode == OP_CLOSE
+    assert connection.state is State.CLOSED
+    assert connection.should_close_transport
+    return int.from_bytes(frame.payload[:2], "big")
+
+
+# ---- §5.7 examples through a connection ----------------------------------
+
+def test_rfc_unmasked_text_hello_is_a_text_message_for_a_client():
+    client = WebSocketConnection(Role.CLIENT)
+    client.receive_data(bytes([0x81, 0x05, 0x48, 0x65, 0x6C, 0x6C, 0x6F]))
+    assert client.events() == [TextMessage("Hello")]
+
+
+def test_rfc_masked_text_hello_is_a_text_message_for_a_server():
+    server = WebSocketConnection(Role.SERVER)
+    server.receive_data(bytes([0x81, 0x85, 0x37, 0xFA, 0x21, 0x3D, 0x7F, 0x9F, 0x4D, 0x51, 0x58]))
+    assert server.events() == [TextMessage("Hello")]
+
+
+def test_rfc_fragmented_hel_lo_is_one_text_message():
+    client = WebSocketConnection(Role.CLIENT)
+    client.receive_data(bytes([0x01, 0x03, 0x48, 0x65, 0x6C]))
+    assert client.events() == []
+    client.receive_data(bytes([0x80, 0x02, 0x6C, 0x6F]))
+    assert client.events() == [TextMessage("Hello")]
+
+
+def test_rfc_unmasked_ping_is_answered_with_a_masked_pong_of_the_same_payload():
+    client = WebSocketConnection(Role.CLIENT)
+    client.receive_data(bytes([0x89, 0x05, 0x48, 0x65, 0x6C, 0x6C, 0x6F]))
+    assert client.events() == [Ping(b"Hello")]
+    assert sent_frames(client) == [Frame(OP_PONG, b"Hello")]
+
+
+def test_rfc_masked_pong_is_reported_to_a_server():
+    server = WebSocketConnection(Role.SERVER)
+    server.receive_data(bytes([0x8A, 0x85, 0x37, 0xFA, 0x21, 0x3D, 0x7F, 0x9F, 0x4D, 0x51, 0x58]))
+    assert server.events() == [Pong(b"Hello")]
+
+
+def test_rfc_256_byte_binary_is_a_binary_message():
+    client = WebSocketConnection(Role.CLIENT)
+    client.receive_data(bytes([0x82, 0x7E, 0x01, 0x00]) + bytes(range(256)))
+    assert client.events() == [BinaryMessage(bytes(range(256)))]
+
+
+def test_rfc_64k_binary_is_a_binary_message():
+    client = WebSocketConnection(Role.CLIENT)
+    client.receive_data(bytes([0x82, 0x7F, 0, 0, 0, 0, 0, 0x01, 0x00, 0x00]) + bytes(65536))
+    assert client.events() == [BinaryMessage(bytes(65536))]
+
+
+# ---- §5.1 who masks ------------------------------------------------------
+
+def test_server_refuses_an_unmasked_client_frame_with_1002():
+    server = WebSocketConnection(Role.SERVER)
+    server.receive_data(from_server(OP_TEXT, b"Hello"))
+    assert server.events() == []
+    assert failed_with(server) == 1002
+
+
+def test_client_refuses_a_masked_server_frame_with_1002():
+    client = WebSocketConnection(Role.CLIENT)
+    client.receive_data(from_client(OP_TEXT, b"Hello"))
+    assert client.events() == []
+    assert failed_with(client) == 1002
+
+
+# ---- §5.2 header rules reach the peer as a Close ---------------------------
+
+@pytest.mark.parametrize("first_byte", [0xC1, 0xA1, 0x91])
+def test_rsv_bit_set_fails_the_connection_with_1002(first_byte):
+    client = WebSocketConnection(Role.CLIENT)
+    client.receive_data(bytes([first_byte, 0x00]))
+    assert failed_with(client) == 1002
+
+
+@pytest.mark.parametrize("opcode", [0x3, 0x4, 0x5, 0x6, 0x7, 0xB, 0xC, 0xD, 0xE, 0xF])
+def test_reserved_opcode_fails_the_connection_with_1002(opcode):
+    server = WebSocketConnection(Role.SERVER)
+    server.receive_data(from_client(opcode, b""))
+    assert failed_with(server) == 1002
+
+
+def test_fragmented_control_frame_fails_the_connection_with_1002():
+    server = WebSocketConnection(Role.SERVER)
+    server.receive_data(from_client(OP_PING, b"ping", fin=False))
+    assert server.events() == []
+    assert failed_with(server) == 1002
+
+
+def test_control_frame_with_126_byte_payload_fails_the_connection_with_1002():
+    server = WebSocketConnection(Role.SERVER)
+    server.receive_data(from_client(OP_PING, bytes(126)))
+    assert server.events() == []
+    assert failed_with(server) == 1002
+
+
+def test_64_bit_length_with_top_bit_set_fails_the_connection_with_1002():
+    client = WebSocketConnection(Role.CLIENT)
+    client.receive_data(bytes([0x82, 0x7F, 0x80, 0, 0, 0, 0, 0, 0, 0x01]))
+    assert failed_with(client) == 1002
+
+
+def test_nothing_is_read_after_the_connection_failed():
+    client = WebSocketConnection(Role.CLIENT)
+    client.receive_data(bytes([0x83, 0x00]) + from_server(OP_TEXT, b"after"))
+    assert failed_with(client) == 1002
+    client.receive_data(from_server(OP_TEXT, b"later"))
+    assert client.events() == []
+    assert client.data_to_send() == b""
+
+
+# ---- §5.4 fragmentation --------------------------------------------------
+
+def test_fragmented_text_is_reassembled():
+    server = WebSocketConnection(Role.SERVER)
+    server.receive_data(from_client(OP_TEXT, b"frag", fin=False)
+                        + from_client(OP_CONTINUATION, b"men", fin=False)
+                        + from_client(OP_CONTINUATION, b"ted"))
+    assert server.events() == [TextMessage("fragmented")]
+
+
+def test_fragmented_binary_is_reassembled():
+    server = WebSocketConnection(Role.SERVER)
+    server.receive_data(from_client(OP_BINARY, b"\x00\x01", fin=False)
+                        + from_client(OP_CONTINUATION, b"", fin=False)
+                        + from_client(OP_CONTINUATION, b"\x02\xff"))
+    assert server.events() == [BinaryMessage(b"\x00\x01\x02\xff")]
+
+
+def test_no_message_is_reported_before_its_final_fragment():
+    server = WebSocketConnection(Role.SERVER)
+    server.receive_data(from_client(OP_TEXT, b"Hel", fin=False))
+    assert server.events() == []
+    server.receive_data(from_client(OP_CONTINUATION, b"lo"))
+    assert server.events() == [TextMessage("Hello")]
+
+
+def test_ping_between_fragments_is_answered_at_once_and_the_message_completes():
+    # §5.4: control frames MAY be injected in the middle of a fragmented message;
+    # §5.5.2: the Pong carries the Ping's payload, sent "as soon as is practical".
+    server = WebSocketConnection(Role.SERVER)
+    server.receive_data(from_client(OP_TEXT, b"Hel", fin=False) + from_client(OP_PING, b"still there?"))
+    assert server.events() == [Ping(b"still there?")]
+    assert server.data_to_send() == b"\x8a\x0cstill there?"
+    server.receive_data(from_client(OP_CONTINUATION, b"lo"))
+    assert server.events() == [TextMessage("Hello")]
+    assert server.state is State.OPEN
+
+
+def test_continuation_with_no_message_in_progress_fails_with_1002():
+    server = WebSocketConnection(Role.SERVER)
+    server.receive_data(from_client(OP_CONTINUATION, b"lo"))
+    assert server.events() == []
+    assert failed_with(server) == 1002
+
+
+def test_continuation_after_a_completed_message_fails_with_1002():
+    server = WebSocketConnection(Role.SERVER)
+    server.receive_data(from_client(OP_TEXT, b"Hel", fin=False) + from_client(OP_CONTINUATION, b"lo")
+                        + from_client(OP_CONTINUATION, b"!"))
+    assert server.events() == [TextMessage("Hello")]
+    assert failed_with(server) == 1002
+
+
+@pytest.mark.parametrize("opcode", [OP_TEXT, OP_BINARY])
+@pytest.mark.parametrize("fin", [True, False])
+def test_new_data_frame_while_a_fragmented_message_is_open_fails_with_1002(opcode, fin):
+    server = WebSocketConnection(Role.SERVER)
+    server.receive_data(from_client(OP_TEXT, b"Hel", fin=False))
+    server.receive_data(from_client(opcode, b"interloper", fin=fin))
+    assert server.events() == []
+    assert failed_with(server) == 1002
+
+
+def test_unsolicited_pong_is_reported_and_not_answered():
+    # §5.5.3: "A response to an unsolicited Pong frame is not expected."
+    server = WebSocketConnection(Role.SERVER)
+    server.receive_data(from_client(OP_PONG, b"heartbeat"))
+    assert server.events() == [Pong(b"heartbeat")]
+    assert server.data_to_send() == b""
+
+
+def test_empty_messages_are_delivered():
+    client = WebSocketConnection(Role.CLIENT)
+    client.receive_data(b"\x81\x00\x82\x00\x01\x00\x80\x00")
+    assert client.events() == [TextMessage(""), BinaryMessage(b""), TextMessage("")]
+
+
+# ---- §10.4 limits --------------------------------------------------------
+
+def test_frame_over_max_frame_size_fails_with_1009_after_only_its_header():
+    server = WebSocketConnection(Role.SERVER, max_frame_size=1000)
+    # 82 FE 03 E9: masked binary, 16-bit length 1001. No key, no payload fed.
+    server.receive_data(bytes([0x82, 0xFE, 0x03, 0xE9]))
+    assert isinstance(server.failure, MessageTooBig)
+    assert failed_with(server) == 1009
+
+
+def test_frame_over_max_frame_size_with_64_bit_length_fails_after_its_header():
+    client = WebSocketConnection(Role.CLIENT, max_frame_size=1024)
+    client.receive_data(bytes([0x82, 0x7F, 0, 0, 0, 0x01, 0, 0, 0, 0]))  # 4 GiB announced
+    assert failed_with(client) == 1009
+
+
+def test_frame_of_exactly_max_frame_size_is_accepted():
+    client = WebSocketConnection(Role.CLIENT, max_frame_size=1000)
+    client.receive_data(bytes([0x82, 0x7E, 0x03, 0xE8]) + bytes(1000))
+    assert client.events() == [BinaryMessage(bytes(1000))]
+
+
+def test_fragment_that_would_exceed_max_message_size_fails_with_1009_from_its_header():
+    server = WebSocketConnection(Role.SERVER, max_message_size=10)
+    server.receive_data(from_client(OP_BINARY, b"123456", fin=False))
+    assert server.data_to_send() == b""
+    # 80 85: a masked final continuation of 5 bytes; 6 + 5 > 10. Header only.
+    server.receive_data(bytes([0x80, 0x85]))
+    assert failed_with(server) == 1009
+
+
+def test_fragments_that_fill_max_message_size_exactly_are_accepted():
+    server = WebSocketConnection(Role.SERVER, max_message_size=10)
+    server.receive_data(from_client(OP_BINARY, b"123456", fin=False)
+                        + from_client(OP_PING, b"")
+                        + from_client(OP_CONTINUATION, b"7890"))
+    assert server.events() == [Ping(b""), BinaryMessage(b"1234567890")]
+
+
+def test_message_size_limit_starts_over_with_each_message():
+    server = WebSocketConnection(Role.SERVER, max_message_size=10)
+    for _ in range(3):
+        server.receive_data(from_client(OP_TEXT, b"12345", fin=False)
+                            + from_client(OP_CONTINUATION, b"67890"))
+    assert server.events() == [TextMessage("1234567890")] * 3
+
+
+def test_single_frame_message_over_max_message_size_fails_with_1009():
+    # A frame limit above the message limit must not let a one-frame message through.
+    server = WebSocketConnection(Role.SERVER, max_message_size=10, max_frame_size=1000)
+    server.receive_data(bytes([0x82, 0x8B]))  # masked binary, 11 bytes announced
+    assert failed_with(server) == 1009
+
+
+def test_first_fragment_over_max_message_size_fails_with_1009_from_its_header():
+    server = WebSocketConnection(Role.SERVER, max_message_size=10, max_frame_size=1000)
+    server.receive_data(bytes([0x02, 0x8B]))  # masked, not final, 11 bytes announced
+    assert failed_with(server) == 1009
+
+
+def test_max_frame_size_defaults_to_max_message_size():
+    client = WebSocketConnection(Role.CLIENT, max_message_size=100)
+    client.receive_data(bytes([0x82, 0x65]))  # 101 bytes announced
+    assert failed_with(client) == 1009
+
+
+# ---- sending -------------------------------------------------------------
+
+def test_server_sends_text_unmasked_as_in_the_rfc_example():
+    server = WebSocketConnection(Role.SERVER)
+    server.send_text("Hello")
+    assert server.data_to_send() == bytes([0x81, 0x05, 0x48, 0x65, 0x6C, 0x6C, 0x6F])
+
+
+def test_server_sends_256_bytes_of_binary_with_a_16_bit_length():
+    server = WebSocketConnection(Role.SERVER)
+    server.send_binary(bytes(range(256)))
+    assert server.data_to_send() == bytes([0x82, 0x7E, 0x01, 0x00]) + bytes(range(256))
+
+
+def test_server_sends_ping_unmasked_as_in_the_rfc_example():
+    server = WebSocketConnection(Role.SERVER)
+    server.send_ping(b"Hello")
+    assert server.data_to_send() == bytes([0x89, 0x05, 0x48, 0x65, 0x6C, 0x6C, 0x6F])
+
+
+def test_client_sends_text_masked():
+    client = WebSocketConnection(Role.CLIENT)
+    client.send_text("Hello")
+    wire = client.data_to_send()
+    assert wire[:2] == bytes([0x81, 0x85])  # FIN+text, MASK bit + length 5
+    assert len(wire) == 2 + 4 + 5
+    server = WebSocketConnection(Role.SERVER)
+    server.receive_data(wire)
+    assert server.events() == [TextMessage("Hello")]
+
+
+def test_client_sends_binary_masked():
+    client = WebSocketConnection(Role.CLIENT)
+    client.send_binary(bytes(range(256)))
+    assert sent_frames(client) == [Frame(OP_BINARY, bytes(range(256)))]
+
+
+def test_client_sends_ping_and_pong_masked():
+    client = WebSocketConnection(Role.CLIENT)
+    client.send_ping(b"Hello")
+    client.send_pong(b"Hello")
+    assert sent_frames(client) == [Frame(OP_PING, b"Hello"), Frame(OP_PONG, b"Hello")]
+
+
+def test_client_uses_a_new_masking_key_for_each_frame():
+    # §5.3: the key MUST be unpredictable and fresh for each frame.
+    client = WebSocketConnection(Role.CLIENT)
+    client.send_text("Hello")
+    first_key = client.data_to_send()[2:6]
+    client.send_text("Hello")
+    second_key = client.data_to_send()[2:6]
+    assert first_key != second_key
+
+
+def test_text_is_sent_as_utf8():
+    server = WebSocketConnection(Role.SERVER)
+    server.send_text("é€")
+    assert server.data_to_send() == b"\x81\x05\xc3\xa9\xe2\x82\xac"
+
+
+def test_send_fragment_streams_a_text_message_as_in_the_rfc_example():
+    server = WebSocketConnection(Role.SERVER)
+    server.send_fragment("Hel", fin=False)
+    server.send_fragment("lo", fin=True)
+    assert server.data_to_send() == bytes([0x01, 0x03, 0x48, 0x65, 0x6C, 0x80, 0x02, 0x6C, 0x6F])
+
+
+def test_send_fragment_streams_a_binary_message():
+    server = WebSocketConnection(Role.SERVER)
+    server.send_fragment(b"\x01", fin=False)
+    server.send_fragment(b"\x02", fin=False)
+    server.send_fragment(b"\x03", fin=True)
+    assert server.data_to_send() == b"\x02\x01\x01" + b"\x00\x01\x02" + b"\x80\x01\x03"
+
+
+def test_client_fragments_are_masked_and_reassemble():
+    client = WebSocketConnection(Role.CLIENT)
+    client.send_fragment("Hel", fin=False)
+    client.send_ping(b"between")
+    client.send_fragment("lo", fin=True)
+    server = WebSocketConnection(Role.SERVER)
+    server.receive_data(client.data_to_send())
+    assert server.events() == [Ping(b"between"), TextMessage("Hello")]
+
+
+def test_a_new_message_may_follow_a_finished_stream():
+    server = WebSocketConnection(Role.SERVER)
+    server.send_fragment(b"a", fin=True)
+    server.send_text("b")
+    assert server.data_to_send() == b"\x82\x01a\x81\x01b"
+
+
+@pytest.mark.parametrize("send", [
+    lambda ws: ws.send_text("whole"),
+    lambda ws: ws.send_binary(b"whole"),
+    lambda ws: ws.send_frame_bytes(b"\x81\x05whole"),
+], ids=["send_text", "send_binary", "send_frame_bytes"])
+def test_whole_message_while_streaming_one_is_refused(send):
+    # §5.4: fragments of one message are not interleaved with another message.
+    server = WebSocketConnection(Role.SERVER)
+    server.send_fragment("Hel", fin=False)
+    with pytest.raises(ValueError):
+        send(server)
+    server.send_fragment("lo", fin=True)
+    assert server.data_to_send() == b"\x01\x03Hel\x80\x02lo"
+
+
+def test_ping_while_streaming_is_allowed():
+    server = WebSocketConnection(Role.SERVER)
+    server.send_fragment("Hel", fin=False)
+    server.send_ping(b"")
+    server.send_fragment("lo", fin=True)
+    assert server.data_to_send() == b"\x01\x03Hel\x89\x00\x80\x02lo"
+
+
+def test_streamed_pieces_must_keep_the_message_type():
+    server = WebSocketConnection(Role.SERVER)
+    server.send_fragment("text", fin=False)
+    with pytest.raises(ValueError):
+        server.send_fragment(b"bytes", fin=True)
+
+
+def test_send_frame_bytes_passes_bytes_through_unchanged():
+    frame = encode_frame(OP_TEXT, b"broadcast")
+    server = WebSocketConnection(Role.SERVER)
+    server.send_frame_bytes(frame)
+    server.send_frame_bytes(frame)
+    assert server.data_to_send() == frame + frame
+
+
+def test_client_may_not_send_preencoded_frames():
+    client = WebSocketConnection(Role.CLIENT)
+    with pytest.raises(ValueError):
+        client.send_frame_bytes(encode_frame(OP_TEXT, b"x"))
+
+
+@pytest.mark.parametrize("method", ["send_ping", "send_pong"])
+def test_control_payload_over_125_bytes_is_not_sent(method):
+    server = WebSocketConnection(Role.SERVER)
+    with pytest.raises(ValueError):
+        getattr(server, method)(bytes(126))
+    getattr(server, method)(bytes(125))
+    assert len(server.data_to_send()) == 2 + 125
+
+
+def test_data_to_send_is_cleared_when_read():
+    server = WebSocketConnection(Role.SERVER)
+    server.send_text("a")
+    assert server.data_to_send() == b"\x81\x01a"
+    assert server.data_to_send() == b""
+
+
+def test_events_are_cleared_when_read():
+    client = WebSocketConnection(Role.CLIENT)
+    client.receive_data(b"\x81\x01a")
+    assert client.events() == [TextMessage("a")]
+    assert client.events() == []
+
+
+# ---- the whole parser, one byte at a time ---------------------------------
+
+def every_kind_of_frame_from_a_client() -> bytes:
+    return b"".join([
+        from_client(OP_TEXT, b"Hello"),                                   # 7-bit length
+        from_client(OP_BINARY, bytes(range(200))),                        # 16-bit length
+        from_client(OP_BINARY, bytes(i % 256 for i in range(70000))),     # 64-bit length
+        from_client(OP_TEXT, b"caf\xc3", fin=False),                      # é split between...
+        from_client(OP_PING, b"mid-message"),                             # ...with a ping between
+        from_client(OP_CONTINUATION, b"\xa9 ", fin=False),                # ...fragments
+        from_client(OP_CONTINUATION, b"\xe2\x82\xac"),
+        from_client(OP_BINARY, b"", fin=False),
+        from_client(OP_CONTINUATION, b"\x00"),
+        from_client(OP_PONG, b"unsolicited"),
+        from_client(OP_TEXT, b""),
+        from_client(OP_CLOSE, b"\x03\xe8done"),
+        from_client(OP_TEXT, b"after close: ignored"),
+    ])
+
+
+def test_stream_of_every_kind_of_frame_gives_the_expected_events():
+    server = WebSocketConnection(Role.SERVER)
+    server.receive_data(every_kind_of_frame_from_a_client())
+    assert server.events() == [
+        TextMessage("Hello"),
+        BinaryMessage(bytes(range(200))),
+        BinaryMessage(bytes(i % 256 for i in range(70000))),
+        Ping(b"mid-message"),
+        TextMessage("café €"),
+        BinaryMessage(b"\x00"),
+        Pong(b"unsolicited"),
+        TextMessage(""),
+        CloseReceived(1000, "done"),
+    ]
+    assert server.data_to_send() == b"\x8a\x0bmid-message" + b"\x88\x02\x03\xe8"
+
+
+def test_stream_fed_one_byte_at_a_time_gives_the_same_events_as_fed_at_once():
+    stream = every_kind_of_frame_from_a_client()
+    at_once = WebSocketConnection(Role.SERVER)
+    at_once.receive_data(stream)
+
+    byte_by_byte = WebSocketConnection(Role.SERVER)
+    events = []
+    for i in range(len(stream)):
+        byte_by_byte.receive_data(stream[i:i + 1])
+        events.extend(byte_by_byte.events())
+
+    assert events == at_once.events()
+    assert byte_by_byte.data_to_send() == at_once.data_to_send()
+    assert byte_by_byte.state is at_once.state is State.CLOSED
+
+
+def test_client_fed_one_byte_at_a_time_gives_the_same_events_as_fed_at_once():
+    stream = b"".join([
+        from_server(OP_TEXT, b"Hel", fin=False), from_server(OP_PING, b"p"),
+        from_server(OP_CONTINUATION, b"lo"), from_server(OP_BINARY, bytes(300)),
+        from_server(OP_BINARY, bytes(65536)), from_server(OP_CLOSE, b"\x0f\xa0"),
+    ])
+    at_once = WebSocketConnection(Role.CLIENT)
+    at_once.receive_data(stream)
+    byte_by_byte = WebSocketConnection(Role.CLIENT)
+    events = []
+    for i in range(len(stream)):
+        byte_by_byte.receive_data(stream[i:i + 1])
+        events.extend(byte_by_byte.events())
+    assert events == at_once.events() == [
+        Ping(b"p"), TextMessage("Hello"), BinaryMessage(bytes(300)), BinaryMessage(bytes(65536)),
+        CloseReceived(4000, ""),
+    ]
+    # The client's answers are masked with fresh keys, so compare them decoded.
+    assert sent_frames(byte_by_byte) == sent_frames(at_once) == [
+        Frame(OP_PONG, b"p"), Frame(OP_CLOSE, b"\x0f\xa0")]
