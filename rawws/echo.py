@@ -38,8 +38,10 @@ def main(argv: list[str] | None = None) -> None:
     server = Server(EchoApp(), host=args.host, port=args.port,
                     max_message_size=args.max_message_size,
                     ping_interval=args.ping_interval or None)
+    # Fix: handlers first, then the line a script waits for (it may signal at once).
+    server.install_signal_handlers()
     print(f"Serving on ws://{server.host}:{server.port}/", flush=True)
-    server.serve_forever(handle_signals=True)
+    server.serve_forever()
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from .static import StaticFiles
 log = logging.getLogger("rawws.server")
 
 RECV_SIZE = 256 * 1024
+ACCEPT_RETRY_DELAY = 0.1
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 
 
@@ -159,6 +160,8 @@ class _Connection:
         self.reading_paused = False
         self.close_after_flush = False  # HTTP: answer sent, connection done
         self.draining = False           # write side shut, waiting for the peer's EOF
+        self.peer_eof = False           # the peer's EOF came while our output was pending
+        self.http_backlog = False       # pipelined requests wait until our output drains
         self.closed = False
         self.app_closed = False         # on_close has been called
         self.dirty = False
@@ -186,6 +189,16 @@ class _Connection:
                 self.teardown()
             return
         if self.ws is not None:
+            if not data:
+                # Fix (tests/test_server.py::test_half_closed_peer_that_never_reads_does_not_spin):
+                # a socket at EOF stays readable, so with output still pending
+                # (a peer that half-closed and does not read) the loop called
+                # recv() -> b"" without pause, at 100% CPU and forever. Stop
+                # reading, and give the pending output linger_timeout to go out.
+                self.peer_eof = True
+                if self.timer is not None:
+                    self.timer.cancel()
+                self.timer = self.server.loop.call_later(self.server.linger_timeout, self.teardown)
             self.receive_websocket(data)
         elif not data:
             self.teardown()
@@ -196,6 +209,14 @@ class _Connection:
         parser = self.http
         parser.feed(data)
         while self.ws is None and not self.close_after_flush:
+            if len(self.out) > self.server.read_pause_bytes:
+                # Fix (tests/test_fileserver_sockets.py::test_pipelining_client_that_never_reads_is_paused):
+                # every request in a read was answered at once, so one 256 KiB
+                # read of pipelined GETs for a 64 KiB file queued ~400 MiB of
+                # responses. Leave the rest in the parser until write_out()
+                # has drained our output below the pause threshold.
+                self.http_backlog = True
+                return
             try:
                 request = parser.next_request()
             except HTTPError as error:
@@ -329,7 +350,22 @@ class _Connection:
         self.awaiting_pong = True
         ws.send_ping(b"keepalive")
         self.output_ready()
-        self.ping_timer = self.server.loop.call_later(self.server.ping_timeout, self.on_ping_timer)
+        self.ping_timer = self.server.loop.call_later(self.server.ping_timeout,
+                                                      self.on_pong_deadline)
+
+    def on_pong_deadline(self) -> None:
+        # Fix (tests/test_server.py::test_keepalive_pings_are_ping_interval_apart):
+        # the pong deadline used to send the next ping at once, so an answering
+        # peer was pinged every ping_timeout instead of every ping_interval.
+        # Now an answered ping waits out the rest of the interval first.
+        ws = self.ws
+        if self.closed or ws is None or ws.state is not State.OPEN:
+            return
+        if self.awaiting_pong:
+            self.on_ping_timer()   # closes with 1011
+            return
+        rest = max(0.0, self.server.ping_interval - self.server.ping_timeout)
+        self.ping_timer = self.server.loop.call_later(rest, self.on_ping_timer)
 
     def on_close_timeout(self) -> None:
         self.timer = None
@@ -366,6 +402,16 @@ class _Connection:
                 self.out += data
         if not self.events & EVENT_WRITE:   # else the writable event will write it
             self.write_out()
+        # Fix (tests/test_server.py::test_client_that_never_reads_makes_the_server_stop_reading):
+        # when a write was already pending, the buffer grew here but its limits
+        # were only checked in write_out(), which waits for a writable event that
+        # a peer who never reads never gives: reading was never paused and the
+        # buffer grew without bound. Check them now.
+        elif len(self.out) > self.server.max_write_buffer:
+            log.warning("%s:%s dropped: %d bytes unread by the peer", *self.remote[:2], len(self.out))
+            self.abort()
+        else:
+            self.update_interest()
 
     def write_out(self) -> None:
         out = self.out
@@ -378,6 +424,11 @@ class _Connection:
                 self.abort()
                 return
             del out[:sent]
+        if self.http_backlog and len(out) <= self.server.read_pause_bytes and self.http is not None:
+            self.http_backlog = False   # (part of the pipelining fix above) answer the rest now
+            self.receive_http(b"")
+            if self.closed:
+                return
         if len(out) > self.server.max_write_buffer:
             log.warning("%s:%s dropped: %d bytes unread by the peer", *self.remote[:2], len(out))
             self.abort()
@@ -390,7 +441,9 @@ class _Connection:
         if self.closed:
             return
         paused = len(self.out) > self.server.read_pause_bytes and not self.draining
-        # Paused implies output pending, so some event is always wanted.
+        # Paused implies output pending, so some event is always wanted. (After
+        # the peer's EOF, output is pending too: with none, write_out has closed.)
+        paused = paused or self.peer_eof
         events = (0 if paused else EVENT_READ) | (EVENT_WRITE if self.out else 0)
         if events != self.events:
             self.events = events
@@ -398,6 +451,9 @@ class _Connection:
 
     def start_draining(self) -> None:
         """Half-close and read until the peer's EOF, so our last bytes aren't lost to a RST."""
+        if self.peer_eof:   # (part of the peer_eof fix above) that EOF came already
+            self.teardown()
+            return
         self.draining = True
         try:
             self.sock.shutdown(socket.SHUT_WR)
@@ -487,14 +543,24 @@ class Server:
                 return
             except OSError as error:
                 if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.warning("accept failed: %s", error)
+                    # Out of descriptors or memory: the listener stays readable,
+                    # so stop watching it for a moment instead of spinning.
+                    log.warning("accept failed, pausing accepts for %.1f s: %s",
+                                ACCEPT_RETRY_DELAY, error)
+                    self.loop.unregister(self.listener)
+                    self.loop.call_later(ACCEPT_RETRY_DELAY, self._resume_accepting)
                     return
-                raise
+                log.warning("accept failed: %s", error)
+                return
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = _Connection(self, sock, remote)
             self.connections.add(conn)
             self.loop.register(sock, EVENT_READ, conn.on_ready)
+
+    def _resume_accepting(self) -> None:
+        if not self.shutting_down:
+            self.loop.register(self.listener, EVENT_READ, self._accept)
 
     def _flush_dirty(self) -> None:
         dirty = self.dirty
@@ -504,11 +570,22 @@ class Server:
             for conn in batch:
                 conn.flush()
 
+    def install_signal_handlers(self) -> None:
+        """Make SIGINT/SIGTERM shut down gracefully (main thread only).
+
+        Fix (tests/test_echo.py::test_signal_right_after_banner_exits_0): a
+        server that prints its "Serving on" line and then calls
+        serve_forever(handle_signals=True) had no handlers yet when the line
+        was read, so a signal sent at once killed it (status -15, no Close).
+        Call this before announcing the port.
+        """
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: self.loop.call_soon_threadsafe(self._begin_shutdown))
+
     def serve_forever(self, *, handle_signals: bool = False) -> None:
         """Run until `shutdown()`; with handle_signals, SIGINT/SIGTERM shut down gracefully."""
         if handle_signals:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(signum, lambda *_: self.loop.call_soon_threadsafe(self._begin_shutdown))
+            self.install_signal_handlers()
         try:
             self.loop.run_forever()
         finally:
