@@ -393,20 +393,31 @@ class _Connection:
             self.server.dirty.append(self)
 
     def flush(self) -> None:
+        """Move the protocol's output to the socket, buffering what the kernel won't take."""
         self.dirty = False
         if self.closed:
             return
+        waiting_for_writable = self.events & EVENT_WRITE
         if self.ws is not None:
             data = self.ws.data_to_send()
-            if data:
+            if data and not self.out and not waiting_for_writable:
+                # The usual case: nothing queued, so send directly and copy
+                # only the part the kernel did not take (saves a full copy).
+                try:
+                    sent = self.sock.send(data)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                except OSError:
+                    self.abort()
+                    return
+                if sent < len(data):
+                    self.out += memoryview(data)[sent:]
+            elif data:
                 self.out += data
-        if not self.events & EVENT_WRITE:   # else the writable event will write it
+        if not waiting_for_writable:
             self.write_out()
-        # Fix (tests/test_server.py::test_client_that_never_reads_makes_the_server_stop_reading):
-        # when a write was already pending, the buffer grew here but its limits
-        # were only checked in write_out(), which waits for a writable event that
-        # a peer who never reads never gives: reading was never paused and the
-        # buffer grew without bound. Check them now.
+        # Output queued behind a pending write: check the limits now, since a
+        # peer that never reads never makes the socket writable again.
         elif len(self.out) > self.server.max_write_buffer:
             log.warning("%s:%s dropped: %d bytes unread by the peer", *self.remote[:2], len(self.out))
             self.abort()
