@@ -1,0 +1,133 @@
+"""`python -m chat`: the chat server, web page and WebSocket endpoint on one port.
+
+    python -m chat [--host H] [--port P] [--root DIR] [--allowed-origin ORIGIN ...]
+
+Prints `Serving on http://HOST:PORT/` once listening (with the real port, so
+`--port 0` can be read by a script); SIGINT and SIGTERM close every
+WebSocket with 1001 and exit 0.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from rawws.server import Server
+
+from .app import ChatApp
+from .room import Limits
+
+DEFAULT_ROOT = Path(__file__).resolve().parent.parent / "www"
+DEFAULT_PORT = 3490   # Beej's port
+MIN_WS_MESSAGE_SIZE = 128 * 1024
+# A connection that falls this far behind in reading what it is sent is
+# dropped: 1,000 connections that never read then hold at most ~4 GiB, and
+# a reader this far behind has lost the conversation anyway.
+DEFAULT_MAX_SEND_BUFFER = 4 * 1024 * 1024
+
+
+def default_ws_message_size(max_message_length: int) -> int:
+    """Room for a chat message of the longest allowed length in any JSON
+    spelling: a character written as an escaped surrogate pair
+    (`\\ud83d\\ude00`) takes 12 bytes, plus the envelope and a name."""
+    return max(MIN_WS_MESSAGE_SIZE, 12 * max_message_length + 4096)
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def non_negative(kind):
+    def parse(text: str):
+        value = kind(text)
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+        return value
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = Limits()
+    p = argparse.ArgumentParser(prog="python -m chat", description=__doc__.splitlines()[0])
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT,
+                   help=f"port to listen on; 0 picks a free one (default {DEFAULT_PORT})")
+    p.add_argument("--root", type=Path, metavar="DIR", default=DEFAULT_ROOT,
+                   help="folder of the web page to serve (default: www/ beside the chat package)")
+    p.add_argument("--allowed-origin", action="extend", nargs="+", default=[], metavar="ORIGIN",
+                   help="also accept WebSocket handshakes from this origin "
+                        "(scheme://host[:port]); '*' accepts any. Repeatable")
+    p.add_argument("--log-level", default="INFO", type=str.upper,
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
+    limits = p.add_argument_group("limits")
+    limits.add_argument("--max-message-length", metavar="N", type=positive_int,
+                        default=defaults.max_message_length,
+                        help=f"longest chat message, in characters (default "
+                             f"{defaults.max_message_length})")
+    limits.add_argument("--max-username-length", metavar="N", type=positive_int,
+                        default=defaults.max_username_length,
+                        help=f"longest name, in characters "
+                             f"(default {defaults.max_username_length})")
+    limits.add_argument("--rate", metavar="R", type=non_negative(float), default=defaults.rate,
+                        help=f"messages a second one connection may send, sustained; 0: no limit "
+                             f"(default {defaults.rate:g})")
+    limits.add_argument("--burst", metavar="N", type=positive_int, default=defaults.burst,
+                        help=f"messages one connection may send at once (default {defaults.burst})")
+    limits.add_argument("--flood-kick", metavar="N", type=non_negative(int),
+                        default=defaults.flood_kick,
+                        help="close (1008) a connection after this many rate-limited messages "
+                             f"in a row; 0: never (default {defaults.flood_kick})")
+    limits.add_argument("--history", metavar="N", type=non_negative(int),
+                        default=defaults.history_size,
+                        help=f"messages kept for joiners (default {defaults.history_size})")
+    limits.add_argument("--history-bytes", type=non_negative(int), default=defaults.history_bytes,
+                        metavar="BYTES",
+                        help="...and at most this much of their JSON "
+                             f"(default {defaults.history_bytes // 1024} KiB)")
+    limits.add_argument("--max-send-buffer", type=positive_int, default=DEFAULT_MAX_SEND_BUFFER,
+                        metavar="BYTES",
+                        help="drop a connection with more than this much unsent to it "
+                             f"(default {DEFAULT_MAX_SEND_BUFFER // (1024 * 1024)} MiB)")
+    limits.add_argument("--max-ws-message-size", type=positive_int, default=None, metavar="BYTES",
+                        help="largest WebSocket message, in bytes; over it the connection is "
+                             "closed with 1009 (default: 128 KiB, or enough for "
+                             "--max-message-length if that is more)")
+    limits.add_argument("--ping-interval", metavar="S", type=non_negative(float), default=20.0,
+                        help="seconds between keepalive pings; 0: none (default 20)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    limits = Limits(max_message_length=args.max_message_length,
+                    max_username_length=args.max_username_length,
+                    rate=args.rate, burst=args.burst, flood_kick=args.flood_kick,
+                    history_size=args.history, history_bytes=args.history_bytes)
+    ws_size = args.max_ws_message_size or default_ws_message_size(args.max_message_length)
+    root = args.root.resolve()
+    if not root.is_dir():
+        print(f"python -m chat: the web root {root} is not a folder", file=sys.stderr)
+        return 1
+    app = ChatApp(limits=limits, allowed_origins=args.allowed_origin)
+    try:
+        server = Server(app, host=args.host, port=args.port, web_root=root,
+                        max_message_size=ws_size, max_write_buffer=args.max_send_buffer,
+                        ping_interval=args.ping_interval or None)
+    except OSError as error:   # port in use, address not ours...
+        print(f"python -m chat: cannot listen on {args.host}:{args.port}: {error.strerror or error}",
+              file=sys.stderr)
+        return 1
+    host = f"[{server.host}]" if ":" in server.host else server.host
+    print(f"Serving on http://{host}:{server.port}/", flush=True)
+    server.serve_forever(handle_signals=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
