@@ -59,8 +59,9 @@ class ClientConnection:
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._events:
             if self._eof or self.protocol.state is State.CLOSED:
-                if self._eof:
-                    self._close_transport()
+                # §7.1.1: both Close frames have crossed, so the client may
+                # close TCP now; waiting for the server's FIN gains nothing.
+                self._close_transport()
                 raise ConnectionClosed(self.protocol.close_code, self.protocol.close_reason)
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:

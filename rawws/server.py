@@ -19,15 +19,15 @@ import logging
 import signal
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from .close import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL
 from .errors import ConnectionClosed, HandshakeError, HTTPError
 from .handshake import (accept_response, is_upgrade_request, offered_subprotocols,
                         refusal_response, validate_request)
 from .http import Request, RequestParser, format_response
+from .origin import OriginPolicy
 from .loop import EVENT_READ, EVENT_WRITE, EventLoop, Timer
 from .protocol import (BinaryMessage, Pong, Role, State, TextMessage, WebSocketConnection)
 from .static import StaticFiles
@@ -44,19 +44,16 @@ class WebSocketApp:
 
     subprotocols: tuple[str, ...] = ()
     subprotocol_required: bool = False
-    # None: the page's own origin, or no Origin header (a non-browser client).
-    # A set of "scheme://host[:port]" strings adds origins; {"*"} allows any.
-    allowed_origins: set[str] | None = None
+    # Origins accepted besides the server's own (see rawws.origin.OriginPolicy);
+    # None: only the server's own, or no Origin header; {"*"}: any origin.
+    allowed_origins: Iterable[str] | None = None
 
     def check_origin(self, origin: str | None, request: Request) -> bool:
         """Accept or refuse (403) the handshake's Origin (RFC 6455 §10.2)."""
-        if origin is None:
-            return True
-        allowed = self.allowed_origins or set()
-        if "*" in allowed or normalize_origin(origin) in {normalize_origin(o) for o in allowed}:
-            return True
-        host = request.headers.get("Host")
-        return host is not None and same_origin(origin, host)
+        policy = self.__dict__.get("_origin_policy")
+        if policy is None:
+            policy = self._origin_policy = OriginPolicy(self.allowed_origins)
+        return policy.allows(origin, request.headers.get("Host"))
 
     def select_subprotocol(self, offered: list[str], request: Request) -> str | None:
         """Pick one of the client's subprotocols: ours in our order of preference."""
@@ -77,24 +74,6 @@ class WebSocketApp:
 
     def on_close(self, ws: WebSocket, code: int, reason: str) -> None:
         pass
-
-
-_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
-
-
-def normalize_origin(origin: str) -> str:
-    """scheme://host:port, lower-cased, with the scheme's default port made explicit."""
-    parts = urlsplit(origin.strip().lower())
-    try:
-        port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
-    except ValueError:
-        return origin.strip().lower()
-    return f"{parts.scheme}://{parts.hostname}:{port}"
-
-
-def same_origin(origin: str, host: str) -> bool:
-    """True when Origin names this server as the Host header does (plain http)."""
-    return normalize_origin(origin) == normalize_origin("http://" + host)
 
 
 class WebSocket:
@@ -276,7 +255,7 @@ class _Connection:
         self.http = None
         self.handle = WebSocket(self, request, subprotocol)
         server.websockets.add(self)
-        log.info("%s:%s WebSocket open on %s (subprotocol %s)", *self.remote[:2],
+        log.debug("%s:%s WebSocket open on %s (subprotocol %s)", *self.remote[:2],
                  request.target, subprotocol)
         self.call_app(app.on_open, self.handle)
         self.schedule_ping()
@@ -328,7 +307,7 @@ class _Connection:
             self.app_closed = True
             ws = self.ws
             self.server.websockets.discard(self)
-            log.info("%s:%s WebSocket closed: code %d%s", *self.remote[:2], ws.close_code,
+            log.debug("%s:%s WebSocket closed: code %d%s", *self.remote[:2], ws.close_code,
                      f" ({ws.close_reason})" if ws.close_reason else "")
             self.call_app(self.server.app.on_close, self.handle, ws.close_code, ws.close_reason)
         self.close_after_flush = True

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from chat import messages as m
-from chat.app import REFUSAL_BODY, ChatApp, normalize_origin
+from chat.app import REFUSAL_BODY, ChatApp
+from rawws.origin import parse_origin as normalize_origin
 from chat.room import Room
 
 
