@@ -124,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     host = f"[{server.host}]" if ":" in server.host else server.host
+    server.install_signal_handlers()   # before the line a script may answer with a signal
     print(f"Serving on http://{host}:{server.port}/", flush=True)
-    server.serve_forever(handle_signals=True)
+    server.serve_forever()
     return 0
 
 

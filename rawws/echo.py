@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     server = Server(EchoApp(), host=args.host, port=args.port,
                     max_message_size=args.max_message_size,
                     ping_interval=args.ping_interval or None)
-    # Fix: handlers first, then the line a script waits for (it may signal at once).
+    # Handlers first, then the line a script waits for (it may signal at once).
     server.install_signal_handlers()
     print(f"Serving on ws://{server.host}:{server.port}/", flush=True)
     server.serve_forever()

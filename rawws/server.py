@@ -136,7 +136,6 @@ class _Connection:
         self.handle: WebSocket | None = None
         self.out = bytearray()
         self.events = EVENT_READ
-        self.reading_paused = False
         self.close_after_flush = False  # HTTP: answer sent, connection done
         self.draining = False           # write side shut, waiting for the peer's EOF
         self.peer_eof = False           # the peer's EOF came while our output was pending
@@ -167,33 +166,35 @@ class _Connection:
             if not data:
                 self.teardown()
             return
+        if not data:
+            self.on_peer_eof()
         if self.ws is not None:
-            if not data:
-                # Fix (tests/test_server.py::test_half_closed_peer_that_never_reads_does_not_spin):
-                # a socket at EOF stays readable, so with output still pending
-                # (a peer that half-closed and does not read) the loop called
-                # recv() -> b"" without pause, at 100% CPU and forever. Stop
-                # reading, and give the pending output linger_timeout to go out.
-                self.peer_eof = True
-                if self.timer is not None:
-                    self.timer.cancel()
-                self.timer = self.server.loop.call_later(self.server.linger_timeout, self.teardown)
             self.receive_websocket(data)
-        elif not data:
-            self.teardown()
-        else:
+        elif data:
             self.receive_http(data)
+
+    def on_peer_eof(self) -> None:
+        """The peer has half-closed: stop reading, and give our pending output
+        linger_timeout to go out (a socket at EOF stays readable, so reading
+        on would spin)."""
+        self.peer_eof = True
+        if self.ws is None:
+            self.close_after_flush = True
+            if not self.out:
+                self.teardown()
+                return
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.server.loop.call_later(self.server.linger_timeout, self.teardown)
+        self.update_interest()
 
     def receive_http(self, data: bytes) -> None:
         parser = self.http
         parser.feed(data)
         while self.ws is None and not self.close_after_flush:
             if len(self.out) > self.server.read_pause_bytes:
-                # Fix (tests/test_fileserver_sockets.py::test_pipelining_client_that_never_reads_is_paused):
-                # every request in a read was answered at once, so one 256 KiB
-                # read of pipelined GETs for a 64 KiB file queued ~400 MiB of
-                # responses. Leave the rest in the parser until write_out()
-                # has drained our output below the pause threshold.
+                # Backpressure for pipelining: leave further requests in the
+                # parser until write_out() has drained our answers.
                 self.http_backlog = True
                 return
             try:
@@ -333,10 +334,8 @@ class _Connection:
                                                       self.on_pong_deadline)
 
     def on_pong_deadline(self) -> None:
-        # Fix (tests/test_server.py::test_keepalive_pings_are_ping_interval_apart):
-        # the pong deadline used to send the next ping at once, so an answering
-        # peer was pinged every ping_timeout instead of every ping_interval.
-        # Now an answered ping waits out the rest of the interval first.
+        """No Pong by now ends the connection (1011); else ping again after the
+        rest of the interval."""
         ws = self.ws
         if self.closed or ws is None or ws.state is not State.OPEN:
             return
@@ -415,7 +414,7 @@ class _Connection:
                 return
             del out[:sent]
         if self.http_backlog and len(out) <= self.server.read_pause_bytes and self.http is not None:
-            self.http_backlog = False   # (part of the pipelining fix above) answer the rest now
+            self.http_backlog = False   # drained: answer the pipelined requests left waiting
             self.receive_http(b"")
             if self.closed:
                 return
@@ -431,8 +430,8 @@ class _Connection:
         if self.closed:
             return
         paused = len(self.out) > self.server.read_pause_bytes and not self.draining
-        # Paused implies output pending, so some event is always wanted. (After
-        # the peer's EOF, output is pending too: with none, write_out has closed.)
+        # Paused implies output pending, so some event is always wanted (after
+        # the peer's EOF too: with no output left, write_out has closed).
         paused = paused or self.peer_eof
         events = (0 if paused else EVENT_READ) | (EVENT_WRITE if self.out else 0)
         if events != self.events:
@@ -441,7 +440,7 @@ class _Connection:
 
     def start_draining(self) -> None:
         """Half-close and read until the peer's EOF, so our last bytes aren't lost to a RST."""
-        if self.peer_eof:   # (part of the peer_eof fix above) that EOF came already
+        if self.peer_eof:   # the peer's EOF came already: nothing left to wait for
             self.teardown()
             return
         self.draining = True
@@ -563,11 +562,8 @@ class Server:
     def install_signal_handlers(self) -> None:
         """Make SIGINT/SIGTERM shut down gracefully (main thread only).
 
-        Fix (tests/test_echo.py::test_signal_right_after_banner_exits_0): a
-        server that prints its "Serving on" line and then calls
-        serve_forever(handle_signals=True) had no handlers yet when the line
-        was read, so a signal sent at once killed it (status -15, no Close).
-        Call this before announcing the port.
+        Call it before printing the "Serving on" line: a script that reads the
+        line may signal at once.
         """
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: self.loop.call_soon_threadsafe(self._begin_shutdown))
