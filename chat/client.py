@@ -63,6 +63,8 @@ class ChatClient:
         self.name: str | None = None
         self.users: list[str] = []
         self.out = out
+        self.joining = False            # chat-join sent, no welcome or refusal yet
+        self.pending: list[str] = []    # lines typed before the welcome, sent after it
 
     def say(self, line: str) -> None:
         self.out.write(line + "\n")
@@ -72,11 +74,20 @@ class ChatClient:
         self.conn.send_text(json.dumps({"type": kind, "payload": payload}))
 
     def join(self) -> None:
+        self.joining = True
         self.send("chat-join", username=self.wanted)
+
+    @property
+    def busy(self) -> bool:
+        """True while typed lines wait for the join to be answered."""
+        return self.joining and bool(self.pending)
 
     def command(self, line: str) -> bool:
         """Act on one line the user typed; False means quit."""
         line = line.rstrip("\r\n")
+        if self.joining and line.strip() and line.strip() != "/quit":
+            self.pending.append(line)   # replayed in order once the welcome comes
+            return True
         if line.startswith("//"):
             line = line[1:]
         elif line.startswith("/"):
@@ -85,20 +96,20 @@ class ChatClient:
                 return False
             if word == "/name" and rest.strip():
                 self.wanted = rest.strip()
-                if self.name is None:
-                    self.join()
-                else:
+                if self.name is not None:
                     self.send("chat-rename", username=self.wanted)
+                else:
+                    self.join()
             elif word == "/users":
                 self.say(f"* {len(self.users)} here: {', '.join(map(printable, self.users))}")
             else:
                 self.say(HELP)
             return True
         if line.strip():
-            if self.name is None:
-                self.say("! not joined yet: /name NAME to join")
-            else:
+            if self.name is not None:
                 self.send("chat-message", message=line)
+            else:
+                self.say("! not joined yet: /name NAME to join")
         return True
 
     def show(self, text: str) -> None:
@@ -112,12 +123,16 @@ class ChatClient:
 
     def on_welcome(self, p: dict) -> None:
         self.name = p["username"]
+        self.joining = False
         self.users = list(p["users"])
         for h in p["history"]:
             self.on_message(h)
         others = [u for u in self.users if u != self.name]
         self.say(f"* joined as {printable(self.name)}; here: "
                  f"{', '.join(map(printable, others)) or 'no one else'}")
+        pending, self.pending = self.pending, []
+        for line in pending:
+            self.command(line)
 
     def on_join(self, p: dict) -> None:
         if p["username"] not in self.users:
@@ -143,7 +158,9 @@ class ChatClient:
     def on_error(self, p: dict) -> None:
         self.say(f"! {printable(str(p.get('code')))}: {printable(str(p.get('message')))}")
         if p.get("code") in ("name-taken", "name-invalid") and self.name is None:
-            self.say("! pick another name with /name NAME")
+            self.joining = False
+            self.say("! pick another name with /name NAME"
+                     + (f" ({len(self.pending)} line(s) wait to be sent)" if self.pending else ""))
 
     def on_other(self, p: dict) -> None:
         self.say(f"? {printable(json.dumps(p, ensure_ascii=False))}")
@@ -192,6 +209,7 @@ def run(conn: ClientConnection, client: ChatClient, stdin: TextIO) -> int:
                         except ConnectionClosed:
                             going_on = True   # the socket side reports the close
                         if not going_on:
+                            finish_join(conn, client)
                             conn.close()
                             return 0
                 elif not receive(conn, client, wait=1.0):
@@ -202,6 +220,14 @@ def run(conn: ClientConnection, client: ChatClient, stdin: TextIO) -> int:
     finally:
         sel.close()
         os.close(wake_r)
+
+
+def finish_join(conn: ClientConnection, client: ChatClient, limit: float = 5.0) -> None:
+    """Before leaving, let a pending join be answered so typed lines go out."""
+    deadline = time.monotonic() + limit
+    while client.busy and time.monotonic() < deadline:
+        if not receive(conn, client, wait=0.1):
+            return
 
 
 def receive(conn: ClientConnection, client: ChatClient, wait: float) -> bool:

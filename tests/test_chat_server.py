@@ -487,6 +487,21 @@ def test_the_terminal_client_exits_0_at_end_of_input(chat_server):
     assert proc.returncode == 0, proc.stderr
 
 
+def test_the_terminal_client_sends_lines_typed_before_its_join_is_answered_in_order(chat_server):
+    server, _ = chat_server()
+    watcher = join(server, "watcher")
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-m", "chat.client", url(server), "--name", "piped"],
+                          input="first\n/name renamed\nsecond\n", capture_output=True,
+                          text=True, env=env, timeout=TIMEOUT * 2)
+    assert proc.returncode == 0, proc.stderr
+    assert wait_for(watcher, m.MESSAGE)["payload"]["username"] == "piped"
+    assert wait_for(watcher, m.RENAME)["payload"]["to"] == "renamed"
+    second = wait_for(watcher, m.MESSAGE)["payload"]
+    assert (second["username"], second["message"]) == ("renamed", "second")
+    watcher.close()
+
+
 def test_the_terminal_client_reports_a_refused_connection(chat_server):
     server, _ = chat_server()
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
