@@ -272,8 +272,8 @@ class _Connection:
         for event in ws.events():
             kind = type(event)
             if kind is TextMessage or kind is BinaryMessage:
-                if ws.state is State.OPEN:
-                    self.call_app(app.on_message, self.handle, event.data)
+                # Delivered even if a Close came in the same read: it came first.
+                self.call_app(app.on_message, self.handle, event.data)
             elif kind is Pong:
                 self.awaiting_pong = False
         if ws.failure is not None and not self.app_closed:

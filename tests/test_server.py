@@ -137,6 +137,21 @@ def test_client_close_is_echoed_and_server_closes_tcp_first(serve, raw):
     assert time.monotonic() - started < 1.0
 
 
+def test_messages_in_the_same_read_as_a_close_are_still_delivered(serve, raw):
+    app = RecordingApp()
+    app.messages = []
+    app.on_message = lambda ws, message: app.messages.append(message)
+    client = raw(serve(app))
+    client.upgrade()
+    # One TCP write: two messages, then the Close. They came before it, so they count.
+    client.sock.sendall(encode_frame(OP_TEXT, b"one", mask_key=b"abcd")
+                        + encode_frame(OP_TEXT, b"two", mask_key=b"efgh")
+                        + encode_frame(OP_CLOSE, encode_close_payload(1000), mask_key=b"ijkl"))
+    assert client.recv_close()[0] == 1000
+    app.wait_for(lambda: app.closes)
+    assert app.messages == ["one", "two"]
+
+
 def test_client_that_never_answers_close_is_dropped_after_close_timeout(serve, raw):
     app = RecordingApp()
     client = raw(serve(app, close_timeout=0.5))
