@@ -303,7 +303,7 @@ class RequestParser:
         *,
         max_line: int = 8192,
         max_header_bytes: int = 8192 * 2,
-        max_headers: int = 100,
+        max_headers: int = 1000,
         require_host: bool = True,
     ) -> None:
         self.max_line = max_line

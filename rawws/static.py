@@ -117,8 +117,15 @@ def _path_segments(target: str) -> list[str]:
 
     A trailing slash gives a final empty segment, which means "the directory".
     """
+    # RFC 9112 section 3.2.2: a server must accept absolute-form
+    # ("http://host/path") too; its path is what names the file.
+    for scheme in ("http://", "https://"):
+        if target[:len(scheme)].lower() == scheme:
+            slash = target.find("/", len(scheme))
+            target = target[slash:] if slash != -1 else "/"
+            break
     # RFC 9112 section 3.2.1: origin-form is an absolute path and an optional
-    # query. Absolute-form (a proxy's), authority-form and "*" are not ours.
+    # query. Authority-form (CONNECT's) and "*" (OPTIONS') name no file.
     if not target.startswith("/") or not target.isascii() or not target.isprintable():
         raise _BadTarget("not an origin-form target")
     path = target

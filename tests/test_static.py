@@ -286,10 +286,16 @@ def test_traversal_attempt_is_404(files: StaticFiles, target: str) -> None:
     assert files.respond(request(target)) == NOT_FOUND
 
 
+@pytest.mark.parametrize("target", ["http://h/index.html", "HTTP://h:80/index.html?q=1"])
+def test_absolute_form_target_serves_its_path(files: StaticFiles, target: str) -> None:
+    # RFC 9112 section 3.2.2: a server must accept the absolute-form.
+    status, _, body = files.respond(request(target))
+    assert status == 200 and body == files.respond(request("/index.html"))[2]
+
+
 @pytest.mark.parametrize(
     "target",
     [
-        "http://h/index.html",  # absolute-form
         "h:80",  # authority-form
         "*",  # asterisk-form
         "",
