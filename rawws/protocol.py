@@ -20,7 +20,8 @@ from enum import Enum
 from .close import CLOSE_ABNORMAL, CLOSE_NO_STATUS, CLOSE_NORMAL
 from .errors import ConnectionClosed, InvalidPayload, MessageTooBig, ProtocolError
 from .frames import (MAX_CONTROL_PAYLOAD, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING,
-                     OP_PONG, OP_TEXT, FrameParser, decode_close_payload, encode_close_payload, encode_frame)
+                     OP_PONG, OP_TEXT, FrameParser, PendingFrame, decode_close_payload,
+                     encode_close_payload, encode_frame)
 from .utf8 import Utf8Decoder
 
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
@@ -96,11 +97,7 @@ class WebSocketConnection:
         self.state = State.OPEN
         self.max_message_size = max_message_size
         self.max_frame_size = max_frame_size if max_frame_size is not None else max_message_size
-        # Fix (tests/test_protocol.py, test_single_frame_message_over_max_message_size...):
-        # between messages the parser's limit was max_frame_size alone, so with
-        # max_frame_size > max_message_size a one-frame message over the message
-        # limit was delivered, and an oversized first fragment was refused only
-        # after its whole payload was buffered. A frame may not exceed either limit.
+        # §10.4: no frame may exceed either limit, checked from its header.
         self._idle_payload_limit = min(self.max_frame_size, max_message_size)
         # §5.1: servers receive masked frames and send unmasked ones; clients the reverse.
         self._parser = FrameParser(require_mask=role is Role.SERVER,
@@ -113,6 +110,10 @@ class WebSocketConnection:
         self._message_parts: list = []
         self._message_size = 0
         self._utf8: Utf8Decoder | None = None
+        # A text frame still arriving (§8.1, fail fast inside one frame): how
+        # many of its payload bytes were read and decoded early, and their text.
+        self._text_checked = 0
+        self._text_prefix: list[str] = []
         # The message being sent in fragments, if any.
         self._sending_opcode: int | None = None
         self.close_sent: int | None = None       # code we sent, once we did
@@ -143,6 +144,11 @@ class WebSocketConnection:
             while self.close_received is None:
                 frame = parser.next_frame()
                 if frame is None:
+                    pending = parser.pending
+                    if pending is not None and pending.opcode <= OP_TEXT:
+                        # Only when a text or continuation frame is cut: a
+                        # whole frame never pays for this.
+                        self._check_arriving_text(pending)
                     break
                 if frame.opcode >= OP_CLOSE:
                     self._receive_control(frame.opcode, frame.payload)
@@ -166,14 +172,15 @@ class WebSocketConnection:
             return
         else:
             self._message_opcode = opcode
-            self._utf8 = Utf8Decoder() if opcode == OP_TEXT else None
+            if opcode == OP_TEXT and not self._text_checked:
+                self._utf8 = Utf8Decoder()   # else _check_arriving_text made it
 
-        self._message_size += len(payload)
+        self._message_size += self._text_checked + len(payload)
         if self._message_size > self.max_message_size:
             raise MessageTooBig(f"message over the {self.max_message_size}-byte limit")
         if self._utf8 is not None:
             # §8.1: fail fast, as soon as the bytes that make the text invalid arrive.
-            self._message_parts.append(self._utf8.decode(payload, final=fin))
+            self._message_parts += self._decode_text_frame(payload, fin)
         else:
             self._message_parts.append(payload)
         if fin:
@@ -194,14 +201,59 @@ class WebSocketConnection:
 
     def _deliver(self, opcode: int, payload: bytes) -> None:
         if opcode == OP_TEXT:
-            try:
-                text = payload.decode("utf-8")
-            except UnicodeDecodeError:
-                # §8.1: "MUST _Fail the WebSocket Connection_" on invalid UTF-8.
-                raise InvalidPayload("invalid UTF-8 in text message") from None
+            if self._text_checked:
+                # Part of it was read and decoded as it arrived; `payload` is the rest.
+                text = "".join(self._decode_text_frame(payload, True))
+                self._utf8 = None
+            else:
+                try:
+                    text = payload.decode("utf-8")
+                except UnicodeDecodeError:
+                    # §8.1: "MUST _Fail the WebSocket Connection_" on invalid UTF-8.
+                    raise InvalidPayload("invalid UTF-8 in text message") from None
             self._events.append(TextMessage(text))
         else:
             self._events.append(BinaryMessage(payload))
+
+    def _check_arriving_text(self, pending: PendingFrame) -> None:
+        """§8.1 fail fast inside one frame: check the newly arrived bytes of a text frame.
+
+        A text frame cut by the transport (Autobahn 6.4.3-6.4.4 send one frame
+        in chops) is checked as each piece arrives, not once it is whole. The
+        bytes new since the last check are read from the parser (unmasked, and
+        then left out of the frame it returns) and fed to the message's
+        incremental decoder, so the work stays linear in the frame's size; the
+        text they decode to waits in `_text_prefix`. (No extension is ever
+        negotiated, so a text frame's payload is the text itself.)
+        """
+        message_opcode = self._message_opcode
+        if pending.opcode == OP_TEXT:
+            if message_opcode is not None:
+                return    # a new message inside another: refused (1002) once it is whole
+        elif message_opcode != OP_TEXT:
+            return        # a continuation of a binary message, or of none (1002 later)
+        piece = pending.read()
+        if not piece:
+            return
+        decoder = self._utf8
+        if decoder is None:    # the first frame of a text message
+            decoder = self._utf8 = Utf8Decoder()
+        self._text_checked += len(piece)
+        self._text_prefix.append(decoder.decode(piece))
+
+    def _decode_text_frame(self, payload: bytes, final: bool) -> list[str]:
+        """The text of a text or continuation frame, from the message's decoder.
+
+        If part of the frame was read while it arrived (`_check_arriving_text`),
+        `payload` is the rest and the text of that part is put first.
+        """
+        if not self._text_checked:
+            return [self._utf8.decode(payload, final)]
+        parts = self._text_prefix
+        parts.append(self._utf8.decode(payload, final))
+        self._text_checked = 0
+        self._text_prefix = []
+        return parts
 
     def _receive_control(self, opcode: int, payload: bytes) -> None:
         # §5.5: control frames may come between the fragments of a message

@@ -7,6 +7,8 @@ tests/test_utf8.py.
 """
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from rawws.errors import MessageTooBig
@@ -531,3 +533,104 @@ def test_client_fed_one_byte_at_a_time_gives_the_same_events_as_fed_at_once():
     # The client's answers are masked with fresh keys, so compare them decoded.
     assert sent_frames(byte_by_byte) == sent_frames(at_once) == [
         Frame(OP_PONG, b"p"), Frame(OP_CLOSE, b"\x0f\xa0")]
+
+
+# ---- FrameParser.pending: a frame still arriving -----------------------------
+#
+# The connection checks a text frame's UTF-8 while it arrives (§8.1, tests in
+# tests/test_utf8.py); it reads the part received through `parser.pending`.
+
+def test_pending_appears_once_the_header_and_masking_key_have_arrived():
+    payload = bytes(range(200))                       # 16-bit length: 2 + 2 + 4 header bytes
+    frame = from_client(OP_BINARY, payload, fin=False)
+    parser = FrameParser(require_mask=True)
+    for index in range(8):
+        assert parser.pending is None
+        parser.feed(frame[index:index + 1])
+        assert parser.next_frame() is None
+    pending = parser.pending
+    assert (pending.opcode, pending.fin, pending.length, pending.mask_key) == (
+        OP_BINARY, False, 200, RFC_KEY)
+    assert (pending.received, pending.consumed) == (0, 0)
+    parser.feed(frame[8:50])
+    assert parser.next_frame() is None
+    assert parser.pending is pending                  # the header is not parsed again
+    assert pending.received == 42
+    parser.feed(frame[50:])
+    assert parser.next_frame() == Frame(OP_BINARY, payload, fin=False)
+    assert parser.pending is None
+
+
+@pytest.mark.parametrize("split", range(0, 13))
+def test_pending_read_unmasks_with_the_key_turned_to_its_offset(split):
+    # Byte i of a payload is masked with key[i % 4] (§5.3): a read that starts
+    # at any offset must use the key from that position.
+    payload = b"Hello, world! 0123456789"
+    frame = from_client(OP_TEXT, payload)
+    parser = FrameParser(require_mask=True)
+    parser.feed(frame[:6 + split])
+    assert parser.next_frame() is None
+    first = parser.pending.read()
+    assert first == payload[:split]
+    parser.feed(frame[6 + split:6 + split + 5])
+    assert parser.next_frame() is None
+    second = parser.pending.read()
+    assert second == payload[split:split + 5]
+    assert parser.pending.read() == b""               # nothing new
+    parser.feed(frame[6 + split + 5:])
+    # The frame carries only what was not read.
+    assert parser.next_frame() == Frame(OP_TEXT, payload[split + 5:])
+    assert parser.buffered == 0
+
+
+def test_pending_read_of_an_unmasked_frame():
+    payload = bytes(range(256)) * 300                 # 64-bit length
+    frame = from_server(OP_BINARY, payload)
+    parser = FrameParser(require_mask=False, max_frame_size=1 << 20)
+    parts = []
+    for start in range(0, len(frame), 7_001):
+        parser.feed(frame[start:start + 7_001])
+        frame_or_none = parser.next_frame()
+        if frame_or_none is None:
+            parts.append(parser.pending.read())
+    parts.append(frame_or_none.payload)
+    assert b"".join(parts) == payload
+
+
+def test_a_frame_read_in_random_pieces_is_unmasked_exactly_once():
+    rng = random.Random(6455)
+    payload = rng.randbytes(100_000)
+    frame = encode_frame(OP_BINARY, payload, mask_key=b"\x01\x80\xfe\x7f")
+    parser = FrameParser(require_mask=True)
+    parts = []
+    position = 0
+    while position < len(frame):
+        step = rng.choice((1, 2, 3, 5, 100, 4096, 50_000))
+        parser.feed(frame[position:position + step])
+        position += step
+        frame_or_none = parser.next_frame()
+        if frame_or_none is not None:
+            parts.append(frame_or_none.payload)
+        elif parser.pending is not None and rng.random() < 0.7:
+            parts.append(parser.pending.read())
+    assert b"".join(parts) == payload
+
+
+def test_whole_text_frames_in_one_feed_are_not_read_early():
+    # The fast path: frames that arrive whole are parsed as before.
+    server = WebSocketConnection(Role.SERVER)
+    server.receive_data(from_client(OP_TEXT, b"one") + from_client(OP_TEXT, b"two"))
+    assert server._parser.pending is None
+    assert server.events() == [TextMessage("one"), TextMessage("two")]
+
+
+@pytest.mark.parametrize("piece", [1, 2, 3, 7, 64, 1000])
+def test_every_kind_of_frame_in_pieces_of_any_size_gives_the_same_events(piece):
+    stream = every_kind_of_frame_from_a_client()
+    at_once = WebSocketConnection(Role.SERVER)
+    at_once.receive_data(stream)
+    in_pieces = WebSocketConnection(Role.SERVER)
+    for start in range(0, len(stream), piece):
+        in_pieces.receive_data(stream[start:start + piece])
+    assert in_pieces.events() == at_once.events()
+    assert in_pieces.data_to_send() == at_once.data_to_send()

@@ -12,8 +12,8 @@ from __future__ import annotations
 import pytest
 
 from rawws.errors import InvalidPayload
-from rawws.frames import OP_CLOSE, OP_CONTINUATION, OP_TEXT, FrameParser, encode_frame
-from rawws.protocol import Role, State, TextMessage, WebSocketConnection
+from rawws.frames import OP_CLOSE, OP_CONTINUATION, OP_PING, OP_TEXT, FrameParser, encode_frame
+from rawws.protocol import Ping, Role, State, TextMessage, WebSocketConnection
 from rawws.utf8 import Utf8Decoder
 
 # One character of each UTF-8 length: 1, 2, 3 and 4 bytes (RFC 3629 §3).
@@ -203,3 +203,253 @@ def test_utf8_state_starts_over_with_each_message():
     server.receive_data(from_client(OP_TEXT, b"\xc3", fin=False) + from_client(OP_CONTINUATION, b"\xa9"))
     server.receive_data(from_client(OP_TEXT, b"\xe2", fin=False) + from_client(OP_CONTINUATION, b"\x82\xac"))
     assert server.events() == [TextMessage("\u00e9"), TextMessage("\u20ac")]
+
+
+# ---- one text frame arriving in pieces (Autobahn 6.4.3, 6.4.4) ----------------
+#
+# Failing fast inside one frame: a frame's payload may come in many TCP reads,
+# and the text must be refused when the read that makes it invalid arrives,
+# not when the whole frame (up to max_message_size) has been buffered.
+
+def header_size(frame: bytes, payload: bytes) -> int:
+    return len(frame) - len(payload)
+
+
+def cut(data: bytes, *offsets: int) -> list[bytes]:
+    """`data` cut at the given offsets, without empty pieces (b"" would mean EOF)."""
+    bounds = [0, *offsets, len(data)]
+    return [data[start:end] for start, end in zip(bounds, bounds[1:]) if end > start]
+
+
+# The two invalid sequences of Autobahn 6.4.3/6.4.4 and one surrogate.
+BAD_IN_ONE_FRAME = [
+    pytest.param(b"\xf4\x90\x80\x80", id="above U+10FFFF (F4 90 80 80)"),
+    pytest.param(b"\xed\xa0\x80", id="surrogate U+D800 (ED A0 80)"),
+]
+PREFIX = "κόσμε valid prefix ".encode("utf-8") * 4     # 16-bit length with what follows
+REST = b" the rest" * 200
+
+
+@pytest.mark.parametrize("sequence", BAD_IN_ONE_FRAME)
+def test_one_frame_in_three_pieces_fails_when_the_bad_piece_arrives(sequence):
+    payload = PREFIX + sequence + REST
+    frame = from_client(OP_TEXT, payload)
+    start = header_size(frame, payload)
+    first, bad, rest = cut(frame, start + len(PREFIX), start + len(PREFIX) + len(sequence) + 5)
+    server = WebSocketConnection(Role.SERVER)
+    server.receive_data(first)
+    assert server.data_to_send() == b""
+    assert server.state is State.OPEN
+    server.receive_data(bad)
+    # The rest of the frame has not arrived, and the Close is already queued.
+    assert close_code_sent(server) == 1007
+    assert server.state is State.CLOSED
+    assert server.should_close_transport
+    server.receive_data(rest)
+    assert server.events() == []
+    assert server.data_to_send() == b""
+
+
+@pytest.mark.parametrize("sequence", BAD_IN_ONE_FRAME)
+def test_header_only_then_bad_piece_fails_at_once(sequence):
+    # The header arrives alone (nothing to check yet), then a piece that
+    # starts with the invalid sequence.
+    payload = sequence + REST
+    frame = from_client(OP_TEXT, payload)
+    start = header_size(frame, payload)
+    header, bad, rest = cut(frame, start, start + len(sequence))
+    server = WebSocketConnection(Role.SERVER)
+    server.receive_data(header)
+    assert server.data_to_send() == b""
+    server.receive_data(bad)
+    assert close_code_sent(server) == 1007
+
+
+@pytest.mark.parametrize("sequence, bad_index", [p for p in INVALID if p.values[1] > 0])
+def test_one_frame_cut_inside_the_bad_sequence_fails_when_its_bad_byte_arrives(
+        sequence, bad_index):
+    payload = PREFIX + sequence + REST
+    frame = from_client(OP_TEXT, payload)
+    bad_at = header_size(frame, payload) + len(PREFIX) + bad_index
+    first, second, rest = cut(frame, bad_at, bad_at + 1)
+    server = WebSocketConnection(Role.SERVER)
+    server.receive_data(first)
+    assert server.data_to_send() == b""      # still a possible start of a character
+    server.receive_data(second)              # the byte that makes it invalid
+    assert close_code_sent(server) == 1007
+    server.receive_data(rest)
+    assert server.events() == []
+
+
+def test_surrogate_in_one_frame_fails_before_its_third_byte_arrives():
+    payload = b"x" * 200 + b"\xed\xa0\x80" + REST
+    frame = from_client(OP_TEXT, payload)
+    ed_at = header_size(frame, payload) + 200
+    pieces = cut(frame, ed_at + 1, ed_at + 2)     # ... ED | A0 | 80 ...
+    server = WebSocketConnection(Role.SERVER)
+    server.receive_data(pieces[0])
+    assert server.data_to_send() == b""
+    server.receive_data(pieces[1])
+    assert close_code_sent(server) == 1007
+
+
+def test_bad_tenth_byte_of_a_large_frame_fails_without_waiting_for_the_frame():
+    # A frame announcing nearly 1 MiB whose 10th payload byte is invalid is
+    # refused after its first piece, not after the whole MiB.
+    payload = b"abcdefghi\xff" + b"z" * (1024 * 1024 - 100)
+    frame = from_client(OP_TEXT, payload)
+    server = WebSocketConnection(Role.SERVER)
+    server.receive_data(frame[:header_size(frame, payload) + 4096])
+    assert close_code_sent(server) == 1007
+
+
+def test_bad_bytes_of_a_frame_with_a_64_bit_length_fail_at_once():
+    payload = b"a" * 70_000 + b"\xf4\x90\x80\x80" + REST
+    frame = from_client(OP_TEXT, payload)
+    start = header_size(frame, payload)
+    assert start == 14
+    server = WebSocketConnection(Role.SERVER)
+    server.receive_data(frame[:start + 65_536])
+    assert server.data_to_send() == b""
+    server.receive_data(frame[start + 65_536:start + 70_002])
+    assert close_code_sent(server) == 1007
+
+
+@pytest.mark.parametrize("split", range(len(MIXED_BYTES) + 1))
+def test_valid_text_in_one_frame_cut_at_any_point(split):
+    frame = from_client(OP_TEXT, MIXED_BYTES)
+    start = header_size(frame, MIXED_BYTES)
+    server = WebSocketConnection(Role.SERVER)
+    for piece in cut(frame, start + split):
+        server.receive_data(piece)
+    assert server.events() == [TextMessage(MIXED)]
+    assert server.data_to_send() == b""
+    assert server.state is State.OPEN
+
+
+@pytest.mark.parametrize("first, second", [(1, 2), (2, 4), (3, 6), (4, 9), (7, 10)])
+def test_valid_text_in_one_frame_cut_in_three_inside_characters(first, second):
+    frame = from_client(OP_TEXT, MIXED_BYTES * 3)
+    start = header_size(frame, MIXED_BYTES * 3)
+    server = WebSocketConnection(Role.SERVER)
+    for piece in cut(frame, start + first, start + second):
+        server.receive_data(piece)
+    assert server.events() == [TextMessage(MIXED * 3)]
+    assert server.state is State.OPEN
+
+
+def test_valid_text_in_one_frame_fed_one_byte_at_a_time():
+    text = MIXED * 40                        # 16-bit length: header, key and payload cut everywhere
+    frame = from_client(OP_TEXT, text.encode("utf-8"))
+    server = WebSocketConnection(Role.SERVER)
+    events = []
+    for index in range(len(frame)):
+        server.receive_data(frame[index:index + 1])
+        events += server.events()
+    assert events == [TextMessage(text)]
+    assert server.data_to_send() == b""
+
+
+def test_valid_text_from_a_server_in_pieces_passes_a_client():
+    # Unmasked frames, the client side: the same early check, no key.
+    text = MIXED * 40
+    frame = encode_frame(OP_TEXT, text.encode("utf-8"))
+    client = WebSocketConnection(Role.CLIENT)
+    for piece in cut(frame, 3, 50, 51, 52, 200):
+        client.receive_data(piece)
+    assert client.events() == [TextMessage(text)]
+
+
+def test_invalid_text_from_a_server_in_pieces_fails_the_client_at_once():
+    payload = PREFIX + b"\xf4\x90\x80\x80" + REST
+    frame = encode_frame(OP_TEXT, payload)
+    start = header_size(frame, payload)
+    client = WebSocketConnection(Role.CLIENT)
+    client.receive_data(frame[:start + len(PREFIX) + 2])
+    assert client.state is State.CLOSED
+    peer = FrameParser(require_mask=True)    # the client's Close is masked
+    peer.feed(client.data_to_send())
+    close = peer.next_frame()
+    assert (close.opcode, close.payload[:2]) == (OP_CLOSE, b"\x03\xef")   # 1007
+
+
+# ---- a fragmented message whose fragment arrives in pieces ----------------------
+
+@pytest.mark.parametrize("sequence", BAD_IN_ONE_FRAME)
+def test_bad_bytes_inside_the_second_fragments_partial_payload_fail_at_once(sequence):
+    second_payload = b"then " + sequence + REST
+    first = from_client(OP_TEXT, PREFIX, fin=False)
+    second = from_client(OP_CONTINUATION, second_payload, fin=False)
+    start = header_size(second, second_payload)
+    server = WebSocketConnection(Role.SERVER)
+    server.receive_data(first + second[:start + 5])           # "then ": still valid
+    assert server.data_to_send() == b""
+    server.receive_data(second[start + 5:start + 5 + len(sequence)])
+    assert close_code_sent(server) == 1007
+    server.receive_data(second[start + 5 + len(sequence):] + from_client(OP_CONTINUATION, b"end"))
+    assert server.events() == []
+
+
+def test_character_split_between_fragments_and_pieces_is_joined():
+    # "€" is E2 82 AC: E2 ends the first fragment, 82 and AC come in two reads
+    # of the second fragment, and a ping arrives between the fragments.
+    first = from_client(OP_TEXT, b"price: \xe2", fin=False)
+    ping = from_client(OP_PING, b"p")
+    second = from_client(OP_CONTINUATION, b"\x82\xac and more")
+    start = header_size(second, b"\x82\xac and more")
+    server = WebSocketConnection(Role.SERVER)
+    server.receive_data(first + ping + second[:start + 1])
+    server.receive_data(second[start + 1:start + 2])
+    assert server.events() == [Ping(b"p")]
+    server.receive_data(second[start + 2:])
+    assert server.events() == [TextMessage("price: \u20ac and more")]
+    assert server.state is State.OPEN
+
+
+def test_truncated_character_at_the_end_of_a_frame_read_in_pieces_fails_with_1007():
+    payload = b"price: \xe2\x82"
+    frame = from_client(OP_TEXT, payload)
+    server = WebSocketConnection(Role.SERVER)
+    server.receive_data(frame[:-1])
+    assert server.data_to_send() == b""      # E2 alone may still become a character
+    server.receive_data(frame[-1:])          # the frame ends inside the character
+    assert close_code_sent(server) == 1007
+
+
+def test_binary_frame_in_pieces_is_not_checked_for_utf8():
+    payload = b"\xf4\x90\x80\x80" + bytes(range(256)) * 4
+    frame = from_client(0x2, payload)
+    server = WebSocketConnection(Role.SERVER)
+    for piece in cut(frame, 9, 10, 300):
+        server.receive_data(piece)
+    assert [event.data for event in server.events()] == [payload]
+    assert server.data_to_send() == b""
+
+
+def test_new_text_frame_inside_a_fragmented_message_is_still_a_1002():
+    # A text frame arriving in pieces while another message is open breaks
+    # §5.4 whatever its bytes: its UTF-8 is not checked early, so the answer
+    # is 1002 when it is whole, not 1007.
+    payload = b"\xff" + REST
+    frame = from_client(OP_TEXT, payload)
+    server = WebSocketConnection(Role.SERVER)
+    server.receive_data(from_client(OP_TEXT, b"open", fin=False) + frame[:20])
+    assert server.data_to_send() == b""
+    server.receive_data(frame[20:])
+    assert close_code_sent(server) == 1002
+
+
+def test_fragments_read_in_pieces_count_toward_max_message_size():
+    # 60 bytes, then 40 read early in pieces: the message fills its limit
+    # exactly. The next message's continuation may then carry only 40 more.
+    def feed_in_pieces(server, frame):
+        for index in range(0, len(frame), 7):
+            server.receive_data(frame[index:index + 7])
+
+    server = WebSocketConnection(Role.SERVER, max_message_size=100)
+    feed_in_pieces(server, from_client(OP_TEXT, b"a" * 60, fin=False))
+    feed_in_pieces(server, from_client(OP_CONTINUATION, b"b" * 40))
+    assert server.events() == [TextMessage("a" * 60 + "b" * 40)]
+    feed_in_pieces(server, from_client(OP_TEXT, b"c" * 60, fin=False))
+    feed_in_pieces(server, from_client(OP_CONTINUATION, b"d" * 41))
+    assert close_code_sent(server) == 1009
