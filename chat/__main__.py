@@ -43,6 +43,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {text}")
+    return value
+
+
 def non_negative(kind):
     def parse(text: str):
         value = kind(text)
@@ -104,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
                              f"(default {DEFAULT_MAX_HEADER_BYTES // 1024} KiB)")
     limits.add_argument("--ping-interval", metavar="S", type=non_negative(float), default=20.0,
                         help="seconds between keepalive pings; 0: none (default 20)")
+    limits.add_argument("--ping-timeout", metavar="S", type=positive_float, default=20.0,
+                        help="seconds to wait for a keepalive ping's pong before closing "
+                             "with 1011 (default 20)")
+    limits.add_argument("--close-timeout", metavar="S", type=positive_float, default=5.0,
+                        help="seconds to wait for the peer's Close before dropping it (default 5)")
+    limits.add_argument("--http-timeout", metavar="S", type=positive_float, default=30.0,
+                        help="seconds an HTTP connection may stay idle or unfinished (default 30)")
     return p
 
 
@@ -125,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         server = Server(app, host=args.host, port=args.port, web_root=root,
                         max_message_size=ws_size, max_write_buffer=args.max_send_buffer,
                         max_header_bytes=args.max_header_bytes,
-                        ping_interval=args.ping_interval or None)
+                        ping_interval=args.ping_interval or None,
+                        ping_timeout=args.ping_timeout, close_timeout=args.close_timeout,
+                        http_timeout=args.http_timeout)
     except OSError as error:   # port in use, address not ours...
         print(f"python -m chat: cannot listen on {args.host}:{args.port}: {error.strerror or error}",
               file=sys.stderr)

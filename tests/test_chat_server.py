@@ -419,6 +419,27 @@ def test_python_m_chat_limit_options_reach_the_welcome(chat_process):
     conn.close()
 
 
+def test_python_m_chat_http_timeout_option_drops_an_unfinished_request(chat_process):
+    proc, port = chat_process("--http-timeout", "0.3")
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")   # never finished
+        started = time.monotonic()
+        assert sock.recv(1) == b""
+        assert time.monotonic() - started < TIMEOUT
+
+
+def test_python_m_chat_keepalive_options_close_a_silent_peer_with_1011(chat_process):
+    proc, port = chat_process("--ping-interval", "0.2", "--ping-timeout", "0.2",
+                              "--close-timeout", "0.3")
+    conn = connect(f"ws://127.0.0.1:{port}/", subprotocols=[m.PROTOCOL_V2], timeout=TIMEOUT)
+    # This client answers pings only while it reads; it reads nothing for a while.
+    time.sleep(0.8)
+    with pytest.raises(ConnectionClosed):
+        while True:
+            conn.recv(timeout=TIMEOUT)
+    assert conn.close_code == 1011
+
+
 def test_python_m_chat_allowed_origin_option(chat_process):
     proc, port = chat_process("--allowed-origin", "http://one.example", "http://two.example")
     for origin in ("http://one.example", "http://two.example"):
