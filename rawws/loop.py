@@ -35,6 +35,7 @@ class Timer:
 
     def cancel(self) -> None:
         self.cancelled = True
+        self.callback = None   # let go of what it refers to (a dropped connection's buffers)
 
 
 class EventLoop:

@@ -44,7 +44,8 @@ def parse_origin(text: str, default_scheme: str | None = None) -> Origin | None:
     if not host:
         return None
     if port_text:
-        if not (port_text.isascii() and port_text.isdigit()) or int(port_text) > 65535:
+        if (len(port_text) > 5 or not (port_text.isascii() and port_text.isdigit())
+                or int(port_text) > 65535):
             return None
         port: int | None = int(port_text)
     else:

@@ -19,24 +19,25 @@ import logging
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .close import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL
-from .errors import ConnectionClosed, HandshakeError, HTTPError
+from .errors import HandshakeError, HTTPError
 from .handshake import (accept_response, is_upgrade_request, offered_subprotocols,
                         refusal_response, validate_request)
 from .http import Request, RequestParser, format_response
 from .origin import OriginPolicy
 from .loop import EVENT_READ, EVENT_WRITE, EventLoop, Timer
-from .protocol import (BinaryMessage, Pong, Role, State, TextMessage, WebSocketConnection)
+from .protocol import (DEFAULT_MAX_MESSAGE_SIZE, BinaryMessage, Pong, Role, State, TextMessage,
+                       WebSocketConnection)
 from .static import StaticFiles
 
 log = logging.getLogger("rawws.server")
 
 RECV_SIZE = 256 * 1024
 ACCEPT_RETRY_DELAY = 0.1
-DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 
 
 class WebSocketApp:
@@ -50,9 +51,7 @@ class WebSocketApp:
 
     def check_origin(self, origin: str | None, request: Request) -> bool:
         """Accept or refuse (403) the handshake's Origin (RFC 6455 §10.2)."""
-        policy = self.__dict__.get("_origin_policy")
-        if policy is None:
-            policy = self._origin_policy = OriginPolicy(self.allowed_origins)
+        policy = OriginPolicy(self.allowed_origins)
         return policy.allows(origin, request.headers.get("Host"))
 
     def select_subprotocol(self, offered: list[str], request: Request) -> str | None:
@@ -79,10 +78,12 @@ class WebSocketApp:
 class WebSocket:
     """The application's handle on one open WebSocket connection."""
 
-    __slots__ = ("_conn", "request", "path", "subprotocol", "remote", "data")
+    __slots__ = ("_conn", "_ws", "request", "path", "subprotocol", "remote", "data")
 
-    def __init__(self, conn: _Connection, request: Request, subprotocol: str | None) -> None:
+    def __init__(self, conn: _Connection, ws: WebSocketConnection, request: Request,
+                 subprotocol: str | None) -> None:
         self._conn = conn
+        self._ws = ws
         self.request = request
         self.path = request.target
         self.subprotocol = subprotocol
@@ -91,33 +92,40 @@ class WebSocket:
 
     @property
     def open(self) -> bool:
-        ws = self._conn.ws
-        return ws is not None and ws.state is State.OPEN
+        return self._ws.state is State.OPEN
 
-    def _send(self, method: str, payload: object) -> bool:
-        ws = self._conn.ws
-        if ws is None or ws.state is not State.OPEN:
+    # Each send returns False, and does nothing, once the connection is no
+    # longer open: an application never has to catch a send to a closing peer.
+
+    def send_text(self, text: str) -> bool:
+        """Queue a text message."""
+        if self._ws.state is not State.OPEN:
             return False
-        try:
-            getattr(ws, method)(payload)
-        except ConnectionClosed:
-            return False
+        self._ws.send_text(text)
         self._conn.output_ready()
         return True
 
-    def send_text(self, text: str) -> bool:
-        """Queue a text message; False if the connection is no longer open."""
-        return self._send("send_text", text)
-
     def send_binary(self, data: bytes) -> bool:
-        return self._send("send_binary", data)
+        if self._ws.state is not State.OPEN:
+            return False
+        self._ws.send_binary(data)
+        self._conn.output_ready()
+        return True
 
     def send_frame_bytes(self, frame: bytes) -> bool:
-        """Queue an already-encoded frame (a broadcast encodes once for all)."""
-        return self._send("send_frame_bytes", frame)
+        """Queue an already-encoded frame: a broadcast encodes once for all (hot path)."""
+        if self._ws.state is not State.OPEN:
+            return False
+        self._ws.send_frame_bytes(frame)
+        self._conn.output_ready()
+        return True
 
     def ping(self, payload: bytes = b"") -> bool:
-        return self._send("send_ping", payload)
+        if self._ws.state is not State.OPEN:
+            return False
+        self._ws.send_ping(payload)
+        self._conn.output_ready()
+        return True
 
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Start the closing handshake; on_close follows when it completes."""
@@ -143,6 +151,8 @@ class _Connection:
         self.closed = False
         self.app_closed = False         # on_close has been called
         self.dirty = False
+        # HTTP: idle or unfinished for http_timeout seconds ends the connection.
+        self.http_deadline = time.monotonic() + server.http_timeout
         self.timer: Timer | None = server.loop.call_later(server.http_timeout, self.on_http_timeout)
         self.ping_timer: Timer | None = None
         self.awaiting_pong = False
@@ -189,6 +199,8 @@ class _Connection:
         self.update_interest()
 
     def receive_http(self, data: bytes) -> None:
+        if self.close_after_flush:
+            return   # the last answer is out: what else the peer sends is dropped, not buffered
         parser = self.http
         parser.feed(data)
         while self.ws is None and not self.close_after_flush:
@@ -204,10 +216,17 @@ class _Connection:
                 return
             if request is None:
                 return
-            if is_upgrade_request(request):
-                self.upgrade(request)
-            else:
-                self.serve_file(request)
+            try:
+                # A HEAD is never an upgrade: it is answered like a GET, without a body.
+                if request.method != "HEAD" and is_upgrade_request(request):
+                    self.upgrade(request)
+                else:
+                    self.serve_file(request)
+            except Exception:   # a bug, in rawws or the app: this client gets a 500, no one else notices
+                log.exception("error answering %s %s", request.method, request.target)
+                if self.ws is None:
+                    self.send_http_error(HTTPError(500, "internal server error"))
+                return
 
     def serve_file(self, request: Request) -> None:
         status, headers, body = self.server.files.respond(request)
@@ -217,9 +236,7 @@ class _Connection:
             self.close_after_flush = True
         log.debug("%s %s %s -> %d", self.remote[0], request.method, request.target, status)
         self.write(format_response(status, headers, body))
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = self.server.loop.call_later(self.server.http_timeout, self.on_http_timeout)
+        self.http_deadline = time.monotonic() + self.server.http_timeout
 
     def send_http_error(self, error: HTTPError) -> None:
         body = (error.reason or "error") + "\n"
@@ -254,8 +271,7 @@ class _Connection:
                                       max_frame_size=server.max_frame_size)
         leftover = self.http.leftover()
         self.http = None
-        self.handle = WebSocket(self, request, subprotocol)
-        server.websockets.add(self)
+        self.handle = WebSocket(self, self.ws, request, subprotocol)
         log.debug("%s:%s WebSocket open on %s (subprotocol %s)", *self.remote[:2],
                  request.target, subprotocol)
         self.call_app(app.on_open, self.handle)
@@ -288,8 +304,7 @@ class _Connection:
             callback(*args)
         except Exception:
             log.exception("application error on %s:%s", *self.remote[:2])
-            if callback is not self.server.app.on_close:
-                self.close_websocket(CLOSE_INTERNAL_ERROR, "internal error")
+            self.close_websocket(CLOSE_INTERNAL_ERROR, "internal error")   # no-op once closed
 
     def close_websocket(self, code: int, reason: str) -> None:
         ws = self.ws
@@ -307,7 +322,6 @@ class _Connection:
         if not self.app_closed:
             self.app_closed = True
             ws = self.ws
-            self.server.websockets.discard(self)
             log.debug("%s:%s WebSocket closed: code %d%s", *self.remote[:2], ws.close_code,
                      f" ({ws.close_reason})" if ws.close_reason else "")
             self.call_app(self.server.app.on_close, self.handle, ws.close_code, ws.close_reason)
@@ -349,13 +363,17 @@ class _Connection:
         self.timer = None
         if self.ws is not None and not self.closed:
             log.info("%s:%s close timeout", *self.remote[:2])
-            self.ws.abort()
-            self.finish_websocket()
             self.teardown()
 
     def on_http_timeout(self) -> None:
+        """One timer per HTTP connection: re-armed while requests keep coming."""
         self.timer = None
-        if self.ws is None and not self.closed:
+        if self.ws is not None or self.closed:
+            return
+        remaining = self.http_deadline - time.monotonic()
+        if remaining > 0:
+            self.timer = self.server.loop.call_later(remaining, self.on_http_timeout)
+        else:
             self.teardown()
 
     # ---- writing ----------------------------------------------------------
@@ -375,34 +393,32 @@ class _Connection:
         self.dirty = False
         if self.closed:
             return
-        waiting_for_writable = self.events & EVENT_WRITE
-        if self.ws is not None:
-            data = self.ws.data_to_send()
-            if data and not self.out and not waiting_for_writable:
-                # The usual case: nothing queued, so send directly and copy
-                # only the part the kernel did not take (saves a full copy).
-                try:
-                    sent = self.sock.send(data)
-                except (BlockingIOError, InterruptedError):
-                    sent = 0
-                except OSError:
-                    self.abort()
-                    return
-                if sent < len(data):
-                    self.out += memoryview(data)[sent:]
-            elif data:
-                self.out += data
-        if not waiting_for_writable:
-            self.write_out()
-        # Output queued behind a pending write: check the limits now, since a
-        # peer that never reads never makes the socket writable again.
-        elif len(self.out) > self.server.max_write_buffer:
-            log.warning("%s:%s dropped: %d bytes unread by the peer", *self.remote[:2], len(self.out))
-            self.abort()
+        data = self.ws.data_to_send() if self.ws is not None else b""
+        if self.events & EVENT_WRITE:
+            # A write is already waiting for the socket: queue behind it, and
+            # check the limits now, since a peer that never reads never makes
+            # the socket writable again.
+            self.out += data
+            self.after_write()
+        elif data and not self.out:
+            # The usual case: nothing queued, so send directly and copy only
+            # the part the kernel did not take.
+            try:
+                sent = self.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                self.teardown()
+                return
+            if sent < len(data):
+                self.out += memoryview(data)[sent:]
+            self.after_write()
         else:
-            self.update_interest()
+            self.out += data
+            self.write_out()
 
     def write_out(self) -> None:
+        """Send what is queued (the socket is writable, or may be)."""
         out = self.out
         if out:
             try:
@@ -410,9 +426,15 @@ class _Connection:
             except (BlockingIOError, InterruptedError):
                 sent = 0
             except OSError:
-                self.abort()
+                self.teardown()
                 return
             del out[:sent]
+        self.after_write()
+
+    def after_write(self) -> None:
+        """Act on what is left queued: resume pipelined requests, drop a
+        peer that reads nothing, half-close when done, set socket interest."""
+        out = self.out
         if self.http_backlog and len(out) <= self.server.read_pause_bytes and self.http is not None:
             self.http_backlog = False   # drained: answer the pipelined requests left waiting
             self.receive_http(b"")
@@ -420,7 +442,7 @@ class _Connection:
                 return
         if len(out) > self.server.max_write_buffer:
             log.warning("%s:%s dropped: %d bytes unread by the peer", *self.remote[:2], len(out))
-            self.abort()
+            self.teardown()
             return
         if not out and self.close_after_flush and not self.draining:
             self.start_draining()
@@ -453,14 +475,8 @@ class _Connection:
             self.timer.cancel()
         self.timer = self.server.loop.call_later(self.server.linger_timeout, self.teardown)
 
-    def abort(self) -> None:
-        """Drop the connection now (write failed, buffer overflow, shutdown deadline)."""
-        if self.ws is not None:
-            self.ws.abort()
-            self.finish_websocket()
-        self.teardown()
-
     def teardown(self) -> None:
+        """Close the socket now; a WebSocket not yet closed ends with 1006 (§7.1.5)."""
         if self.closed:
             return
         if self.ws is not None and not self.app_closed:
@@ -507,15 +523,21 @@ class Server:
         self.files = StaticFiles(web_root) if web_root is not None else _NoFiles()
         self.loop = EventLoop()
         self.connections: set[_Connection] = set()
-        self.websockets: set[_Connection] = set()
         self.dirty: list[_Connection] = []
         self.shutting_down = False
         raise_fd_limit()
-        self.listener = socket.create_server((host, port), backlog=backlog, reuse_port=False)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.listener = socket.create_server((host, port), family=family, backlog=backlog)
         self.listener.setblocking(False)
         self.host, self.port = self.listener.getsockname()[:2]
         self.loop.register(self.listener, EVENT_READ, self._accept)
         self.loop.after_iteration(self._flush_dirty)
+
+    @property
+    def websockets(self) -> list[WebSocket]:
+        """The handles of the WebSockets open now (on_open called, on_close not yet)."""
+        return [conn.handle for conn in self.connections
+                if conn.handle is not None and not conn.app_closed]
 
     @property
     def url(self) -> str:
@@ -552,10 +574,8 @@ class Server:
             self.loop.register(self.listener, EVENT_READ, self._accept)
 
     def _flush_dirty(self) -> None:
-        dirty = self.dirty
-        while dirty:
-            batch = dirty[:]
-            dirty.clear()
+        while self.dirty:
+            batch, self.dirty = self.dirty, []
             for conn in batch:
                 conn.flush()
 
@@ -605,7 +625,7 @@ class Server:
 
     def _close_everything(self) -> None:
         for conn in list(self.connections):
-            conn.abort()
+            conn.teardown()
         try:
             self.listener.close()
         except OSError:

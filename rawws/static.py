@@ -160,7 +160,7 @@ def _parse_http_date(value: str) -> float | None:
     """A timestamp from an HTTP-date, or None if it is not one."""
     try:
         parsed = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):   # e.g. a year of 20 digits
         return None
     if parsed is None:
         return None

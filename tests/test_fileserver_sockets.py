@@ -313,3 +313,52 @@ def test_many_pipelined_requests_all_answered_when_the_client_reads(serve, site,
         assert response.status == 200 and received == body
     assert client.read_response()[1] == INDEX
     assert client.expect_eof() == b""
+
+
+# ---- what a reviewer found: each answered, none left hanging ---------------
+
+def test_head_with_upgrade_headers_is_answered_like_a_head(server, raw):
+    client = raw(server)
+    client.send(get("/", method="HEAD", extra="Upgrade: websocket\r\nConnection: Upgrade\r\n")
+                + get("/style.css"))
+    head, _ = client.read_response(head=True)
+    assert head.status == 200
+    # No body followed the HEAD's head: the next bytes are the next answer.
+    follow_up, body = client.read_response()
+    assert follow_up.status == 200 and body == b"body { color: black }\n"
+
+
+def test_unparsable_if_modified_since_is_ignored(server, raw):
+    client = raw(server)
+    client.send(get("/", extra="If-Modified-Since: 1 Jan 99999999999999999999 00:00:00 GMT\r\n"))
+    response, body = client.read_response()
+    assert response.status == 200 and body == INDEX
+
+
+def test_bytes_after_a_closing_answer_are_not_buffered(serve, site, raw):
+    # More than the kernel takes at once, so the answer stays queued; with a
+    # high read-pause mark the server keeps reading what the peer sends next.
+    (site / "big.bin").write_bytes(os.urandom(16 * 1024 * 1024))
+    server = serve(EchoApp(), web_root=site, http_timeout=5.0, read_pause_bytes=64 * 1024 * 1024)
+    client = raw(server)
+    client.send(get("/big.bin", extra="Connection: close\r\n"))
+    client.sock.settimeout(0.2)
+    junk = b"x" * 65536
+    sent = 0
+    deadline = time.monotonic() + 3
+    while sent < 32 * 1024 * 1024 and time.monotonic() < deadline:   # we never read
+        try:
+            sent += client.sock.send(junk)
+        except (TimeoutError, OSError):
+            break
+    buffered = [len(conn.http._buf) for conn in list(server.connections) if conn.http is not None]
+    assert all(size < 1024 * 1024 for size in buffered), buffered
+
+
+def test_many_keep_alive_requests_keep_one_timer(serve, site, raw):
+    server = serve(EchoApp(), web_root=site, http_timeout=30.0)
+    client = raw(server)
+    client.send(get("/style.css") * 300)
+    for _ in range(300):
+        assert client.read_response()[0].status == 200
+    assert len(server.loop._timers) < 20

@@ -522,3 +522,25 @@ def test_half_closed_peer_that_never_reads_does_not_spin(serve):
         assert not server.connections
     finally:
         sock.close()
+
+
+def test_origin_with_an_endless_port_is_refused_not_left_hanging(serve, raw):
+    server = serve(WebSocketApp())
+    client = raw(server)
+    client.send(build_request(f"127.0.0.1:{server.port}", "/", make_key(),
+                              origin="http://127.0.0.1:" + "9" * 5000))
+    response, _ = client.read_response()
+    assert response.status == 403
+
+
+def test_server_listens_on_ipv6_loopback_when_given_an_ipv6_host(serve):
+    if not socket.has_ipv6:
+        pytest.skip("this Python has no IPv6")
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError as error:
+        pytest.skip(f"no IPv6 loopback on this machine: {error}")
+    server = serve(host="::1")
+    with connect(f"ws://[::1]:{server.port}/") as ws:
+        ws.send_text("six")
+        assert ws.recv(timeout=5) == "six"
