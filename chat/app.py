@@ -11,10 +11,11 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from rawws.close import CLOSE_POLICY_VIOLATION
 from rawws.server import WebSocketApp
 
 from .messages import PROTOCOL_V1, PROTOCOL_V2, SUBPROTOCOLS, VERSION_OF
-from .room import CLOSE_POLICY_VIOLATION, Limits, Room
+from .room import Limits, Room
 
 log = logging.getLogger("chat")
 
@@ -31,7 +32,6 @@ class ChatApp(WebSocketApp):
 
     subprotocols = SUBPROTOCOLS              # v2 first: preferred when both are offered
     subprotocol_required = True
-    refusal_body = REFUSAL_BODY              # the 400 body when no offered subprotocol fits
 
     def __init__(self, room: Room | None = None, *, limits: Limits | None = None,
                  allowed_origins: Iterable[str] | None = None) -> None:
@@ -41,7 +41,8 @@ class ChatApp(WebSocketApp):
         self.allowed_origins = list(allowed_origins or ()) or None
 
     def subprotocol_refusal(self) -> str:
-        return self.refusal_body
+        """The 400 body when no offered subprotocol fits (the WebSocketApp hook)."""
+        return REFUSAL_BODY
 
     # --- connections ------------------------------------------------------------------
 

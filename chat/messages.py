@@ -203,8 +203,16 @@ def v1_join(name: str) -> str:
     return envelope(JOIN, {"username": name})
 
 
-def v1_message(name: str, text: str) -> str:
-    return envelope(MESSAGE, {"username": name, "message": text})
+def message_fields(name: str, text: str) -> str:
+    """`"username":...,"message":...`: the JSON members that v1's and v2's
+    chat-message share. A broadcast builds both forms from this one string,
+    so the text (up to the message length limit) is serialized once, not twice."""
+    return f'"username":{dumps(name)},"message":{dumps(text)}'
+
+
+def v1_message(fields: str) -> str:
+    """A v1 chat-message from `message_fields(name, text)`."""
+    return f'{{"type":"{MESSAGE}","payload":{{{fields}}}}}'
 
 
 def v1_leave(name: str) -> str:
@@ -215,8 +223,10 @@ def v2_join(name: str, time: int) -> str:
     return envelope(JOIN, {"username": name, "time": time})
 
 
-def v2_message_payload(msg_id: int, name: str, text: str, time: int) -> dict[str, Any]:
-    return {"id": msg_id, "username": name, "message": text, "time": time}
+def v2_message_payload(msg_id: int, fields: str, time: int) -> str:
+    """The JSON text of a v2 chat-message payload, from `message_fields(name, text)`:
+    `{"id":...,"username":...,"message":...,"time":...}`."""
+    return f'{{"id":{msg_id},{fields},"time":{time}}}'
 
 
 def v2_message(payload_json: str) -> str:

@@ -3,13 +3,17 @@
 The room never touches a socket. It is handed *connection handles*, objects
 with the few members of `rawws.server.WebSocket` it uses:
 
-    conn.open                      # False once closing or closed: skip it
-    conn.send_text(text: str)      # one message to this connection only
-    conn.send_frame_bytes(frame)   # an already-encoded frame (broadcast)
-    conn.close(code, reason)       # kick
+    conn.send_text(text: str) -> bool      # one message to this connection only
+    conn.send_frame_bytes(frame) -> bool   # an already-encoded frame (broadcast)
+    conn.close(code, reason)               # kick
 
 so the tests drive it with fakes and an injected clock. The rules it applies,
 v1 and v2 side by side, are those of docs/protocol.md.
+
+A send to a connection that is closing or closed returns False and does
+nothing, and never raises; the room just moves on. Such a connection leaves
+the room the one way every connection does: the server calls the app's
+`on_close`, which calls `disconnect`, and its leave is broadcast then, once.
 
 Broadcast serializes and frames each distinct wire form once, one for the v1
 recipients and one for the v2 recipients, then hands the very same bytes
@@ -18,9 +22,6 @@ N. Measured with 1,000 members (half v1, half v2) and a 200-character
 message, handing it to every connection handle took 0.36 ms, against 8 ms
 when each recipient's copy was serialized and framed on its own (the real
 handles' own work, queueing bytes, comes on top of both).
-
-A recipient whose send fails is dropped after the loop (which broadcasts
-its leave), so it never stops the others from hearing the message.
 """
 from __future__ import annotations
 
@@ -32,15 +33,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from rawws.close import CLOSE_POLICY_VIOLATION
 from rawws.frames import OP_TEXT, encode_frame
 
 from . import messages as m
 from .messages import ChatError
 
 log = logging.getLogger("chat")
-
-CLOSE_POLICY_VIOLATION = 1008   # RFC 6455 §7.4.1: the code for a kick
-CLOSE_INTERNAL_ERROR = 1011
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +98,7 @@ class TokenBucket:
 class Member:
     """One open connection in the room; `name` is None until it joins."""
 
-    __slots__ = ("conn", "version", "name", "bucket", "strikes", "label", "failed")
+    __slots__ = ("conn", "version", "name", "bucket", "strikes", "label")
 
     def __init__(self, conn: Any, version: int, bucket: TokenBucket | None, label: str) -> None:
         self.conn = conn
@@ -108,7 +107,6 @@ class Member:
         self.bucket = bucket
         self.strikes = 0          # consecutive rate-limited messages
         self.label = label        # for log lines: who this is on the network
-        self.failed = False       # a send to it failed: it is being dropped
 
     def __repr__(self) -> str:
         return f"<Member v{self.version} {self.name!r} {self.label}>"
@@ -133,12 +131,13 @@ class Room:
         self._encode = encode or (lambda payload: encode_frame(OP_TEXT, payload))
         self._members: dict[int, Member] = {}   # id(conn) -> member, every open connection
         self._joined: dict[int, Member] = {}    # id(conn) -> member holding a name, join order
+        # The same members by protocol version: who hears each wire form.
+        self._audience: dict[int, dict[int, Member]] = {version: {} for version in m.CLIENT_TYPES}
         self._names: dict[str, Member] = {}     # name_key(name) -> member
-        self._history: deque[str] = deque()     # payload JSON of the last chat-messages
-        self._history_bytes = 0                 # their total size in UTF-8
+        # The last chat-messages as (v2 payload JSON, its size in UTF-8 bytes).
+        self._history: deque[tuple[str, int]] = deque()
+        self._history_bytes = 0                 # the sum of those sizes
         self._last_id = 0
-        self._drops: deque[Member] = deque()    # failed recipients, to remove after a send
-        self._dropping = False
 
     # --- what the application calls ---------------------------------------
 
@@ -157,13 +156,15 @@ class Room:
         member = self._members.get(id(conn))
         if member is None:   # already left (kicked, dropped) or never connected
             return
+        # Every message costs a token, garbage too: the rate limit is the first
+        # check, so a flood of bad JSON is answered `rate-limited` like any
+        # other flood (and counts towards the kick). The text is parsed first
+        # only so that the refusal can echo the message's type.
         try:
             env = m.parse_envelope(text)
         except ChatError as err:
-            # Bad JSON costs a token like any message, then is refused.
             if self._admit(member, err.type):
                 self._refuse(member, err)
-                self._drain()
             return
         if not self._admit(member, env.type):
             return
@@ -173,7 +174,6 @@ class Room:
             self._handlers[member.version, env.type](self, member, env)
         except ChatError as err:
             self._refuse(member, err)
-        self._drain()
 
     def receive_binary(self, conn: Any, data: bytes) -> None:
         """One binary message from `conn`: the chat is JSON text only."""
@@ -181,14 +181,12 @@ class Room:
         if member is None or not self._admit(member, None):
             return
         self._refuse(member, ChatError(m.BINARY_UNSUPPORTED))
-        self._drain()
 
     def disconnect(self, conn: Any) -> None:
         """`conn` is gone; its leave is broadcast if it had joined. Idempotent."""
         member = self._members.get(id(conn))
         if member is not None:
             self._leave(member)
-            self._drain()
 
     def kick(self, conn: Any, code: int = CLOSE_POLICY_VIOLATION, reason: str = "") -> None:
         """Remove `conn` from the room (its leave is broadcast now) and close it."""
@@ -197,8 +195,7 @@ class Room:
             return
         log.info("kick %s (%s): %d %s", member.label, member.name, code, reason)
         self._leave(member)
-        self._close_quietly(member.conn, code, reason)
-        self._drain()
+        member.conn.close(code, reason)
 
     # --- what tests and logs look at -----------------------------------------
 
@@ -210,7 +207,7 @@ class Room:
     @property
     def history(self) -> list[dict[str, Any]]:
         """The v2 payloads of the last chat-messages, oldest first."""
-        return [json.loads(text) for text in self._history]
+        return [json.loads(payload) for payload, _size in self._history]
 
     def member(self, conn: Any) -> Member | None:
         return self._members.get(id(conn))
@@ -230,7 +227,6 @@ class Room:
             self.kick(member.conn, CLOSE_POLICY_VIOLATION, "too many messages")
         else:
             self._refuse(member, ChatError(m.RATE_LIMITED, type=kind))
-            self._drain()
         return False
 
     def _refuse(self, member: Member, err: ChatError) -> None:
@@ -332,28 +328,32 @@ class Room:
         member.name = name
         self._names[m.name_key(name)] = member
         self._joined[id(member.conn)] = member
+        self._audience[member.version][id(member.conn)] = member
         log.info("join %s as %r (v%d)", member.label, name, member.version)
         now = self._now_ms()
         if member.version == 2:
-            self._send(member, m.v2_welcome(name, self.users, list(self._history),
+            self._send(member, m.v2_welcome(name, self.users,
+                                            [payload for payload, _size in self._history],
                                             self.limits.payload(), now))
         self._broadcast([m.v1_join(name)], [m.v2_join(name, now)])
 
     def _say(self, member: Member, text: str) -> None:
         self._last_id += 1
-        payload = m.dumps(m.v2_message_payload(self._last_id, member.name, text, self._now_ms()))
+        fields = m.message_fields(member.name, text)   # the text is serialized once, for both
+        payload = m.v2_message_payload(self._last_id, fields, self._now_ms())
         self._remember(payload)
-        self._broadcast([m.v1_message(member.name, text)], [m.v2_message(payload)])
+        self._broadcast([m.v1_message(fields)], [m.v2_message(payload)])
 
     def _remember(self, payload: str) -> None:
         """Keep a message for the welcome: the last `history_size` of them, fewer
         when they would pass `history_bytes`."""
         history = self._history
-        history.append(payload)
-        self._history_bytes += len(payload.encode("utf-8"))
+        size = len(payload.encode("utf-8"))   # measured once; kept beside it for its removal
+        history.append((payload, size))
+        self._history_bytes += size
         while history and (len(history) > self.limits.history_size
                            or self._history_bytes > self.limits.history_bytes):
-            self._history_bytes -= len(history.popleft().encode("utf-8"))
+            self._history_bytes -= history.popleft()[1]
 
     def _rename(self, member: Member, new: str) -> None:
         old = member.name
@@ -367,7 +367,8 @@ class Room:
     def _leave(self, member: Member) -> None:
         """Forget `member`; broadcast its leave if it had joined. Once per member."""
         if self._remove(member) and member.name is not None:
-            self._broadcast_leave(member)
+            log.info("leave %s %r", member.label, member.name)
+            self._broadcast([m.v1_leave(member.name)], [m.v2_leave(member.name, self._now_ms())])
 
     def _remove(self, member: Member) -> bool:
         """Take `member` out of every table; False when it was already gone."""
@@ -377,79 +378,49 @@ class Room:
         del self._members[key]
         if member.name is not None:
             del self._joined[key]
+            del self._audience[member.version][key]
             del self._names[m.name_key(member.name)]
         return True
-
-    def _broadcast_leave(self, member: Member) -> None:
-        log.info("leave %s %r", member.label, member.name)
-        self._broadcast([m.v1_leave(member.name)], [m.v2_leave(member.name, self._now_ms())])
 
     # --- sending ------------------------------------------------------------------------
 
     def _broadcast(self, v1_texts: list[str], v2_texts: list[str]) -> None:
         """Send each version's messages to every joined member of that version.
 
-        Frames are built on first need, once per version, and the same bytes
-        objects go to every recipient of that version."""
-        texts = {1: v1_texts, 2: v2_texts}
-        frames: dict[int, list[bytes]] = {}
-        for member in list(self._joined.values()):
-            if member.failed or not member.conn.open:
-                continue   # failed: being dropped; closing: its on_close (and leave) is on the way
-            wire = frames.get(member.version)
-            if wire is None:
-                wire = frames[member.version] = [self._encode(text.encode("utf-8"))
-                                                 for text in texts[member.version]]
-            try:
-                for frame in wire:
-                    member.conn.send_frame_bytes(frame)
-            except Exception as exc:   # any failure of one recipient is that recipient's
-                self._fail(member, exc)
+        The hot path. Each message is framed once per version, and only when
+        that version has an audience; then the inner loop hands the same bytes
+        object to each member of that audience and does nothing else. No state
+        check: the handle makes its own, and a send to a closing connection
+        returns False (ignored: its on_close brings its leave). No copy of the
+        dict: nothing changes it during the loop, since a handle's send only
+        queues bytes, and a connection ends (and reaches `disconnect`) only
+        when the server flushes, after this call.
+
+        Measured, 1,000 members (half v1, half v2), 1,000 broadcasts of a
+        200-character message: with fakes whose send appends to a list,
+        0.10 s, against 0.20 s for the former single loop over all members in
+        join order that checked `open`, looked up the member's frames and
+        copied the dict first; with real `rawws.server.WebSocket` handles
+        (over a stub connection, no socket), 1.0 s against 1.9 s.
+        """
+        for version, texts in ((1, v1_texts), (2, v2_texts)):
+            audience = self._audience[version]
+            if not audience:
+                continue
+            for text in texts:
+                frame = self._encode(text.encode("utf-8"))
+                for member in audience.values():
+                    try:   # costs nothing in Python 3.11 unless it catches
+                        member.conn.send_frame_bytes(frame)
+                    except Exception:   # a handle must not raise; if one does, the others still hear
+                        log.exception("send to %s (%s) failed", member.label, member.name)
 
     def _send(self, member: Member, text: str) -> None:
-        """One message to one member (welcome, error)."""
-        if member.failed or not member.conn.open:
-            return
+        """One message to one member (welcome, error); a closing one just doesn't get it."""
         try:
             member.conn.send_text(text)
-        except Exception as exc:
-            self._fail(member, exc)
-
-    def _fail(self, member: Member, exc: Exception) -> None:
-        log.info("send to %s (%s) failed: %s; dropping it", member.label, member.name, exc)
-        member.failed = True   # later sends skip it; it is queued once
-        self._drops.append(member)
-
-    def _drain(self) -> None:
-        """Remove the members whose sends failed, then tell the others.
-
-        Each leave is a broadcast whose sends may fail in turn, so this is a
-        loop, not recursion; and every failed member found so far is removed
-        before any leave goes out, so N dead connections cost N leaves to the
-        live ones, not N * N attempts on the dead ones."""
-        if self._dropping:
-            return
-        self._dropping = True
-        try:
-            while self._drops:
-                gone = []
-                while self._drops:
-                    member = self._drops.popleft()
-                    if self._remove(member):
-                        gone.append(member)
-                for member in gone:
-                    self._close_quietly(member.conn, CLOSE_INTERNAL_ERROR, "send failed")
-                    if member.name is not None:
-                        self._broadcast_leave(member)
-        finally:
-            self._dropping = False
-
-    @staticmethod
-    def _close_quietly(conn: Any, code: int, reason: str) -> None:
-        try:
-            conn.close(code, reason)
-        except Exception as exc:   # closing a broken connection may fail; it is gone either way
-            log.debug("close of %r failed: %s", conn, exc)
+        except Exception:   # as in _broadcast: never the room's problem
+            log.exception("send to %s (%s) failed", member.label, member.name)
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)

@@ -34,9 +34,11 @@ class FakeWS:
 
     def send_text(self, text):
         self.received.append(json.loads(text))
+        return True
 
     def send_frame_bytes(self, frame):
         self.received.append(json.loads(frame[2:].decode()))   # short frames in these tests
+        return True
 
     def close(self, code=1000, reason=""):
         self.closed = (code, reason)

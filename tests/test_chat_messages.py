@@ -159,7 +159,7 @@ def test_lone_surrogates_in_a_message_become_replacement_characters():
 
 def test_v1_messages_are_exactly_the_original_shapes():
     assert json.loads(m.v1_join("Beej")) == {"type": "chat-join", "payload": {"username": "Beej"}}
-    assert json.loads(m.v1_message("Beej", "Hi")) == {
+    assert json.loads(m.v1_message(m.message_fields("Beej", "Hi"))) == {
         "type": "chat-message", "payload": {"username": "Beej", "message": "Hi"}}
     assert json.loads(m.v1_leave("Beej")) == {"type": "chat-leave", "payload": {"username": "Beej"}}
 
@@ -169,10 +169,23 @@ def test_server_json_is_compact_and_keeps_non_ascii_as_itself():
 
 
 def test_v2_message_wraps_an_already_serialized_payload():
-    payload = m.dumps(m.v2_message_payload(7, "Beej", "Hi", 1234))
+    payload = m.v2_message_payload(7, m.message_fields("Beej", "Hi"), 1234)
     assert json.loads(m.v2_message(payload)) == {
         "type": "chat-message",
         "payload": {"id": 7, "username": "Beej", "message": "Hi", "time": 1234}}
+
+
+@pytest.mark.parametrize("name, text", [
+    ("Beej", "Hello, Goats!"),
+    ("Zoë \"q\"", 'line 1\nline 2 \\ } ] " \u2028 \x00 😀'),
+])
+def test_chat_messages_built_from_shared_fields_are_exactly_the_compact_json(name, text):
+    """Both versions' chat-message reuse one serialization of the text: the
+    result is byte for byte what serializing each whole message would give."""
+    fields = m.message_fields(name, text)
+    assert m.v1_message(fields) == m.envelope(m.MESSAGE, {"username": name, "message": text})
+    assert m.v2_message(m.v2_message_payload(3, fields, 99)) == m.envelope(
+        m.MESSAGE, {"id": 3, "username": name, "message": text, "time": 99})
 
 
 def test_v2_rename_leave_and_join_carry_time():

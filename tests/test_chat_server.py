@@ -9,6 +9,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -271,6 +272,37 @@ def test_leave_on_a_tcp_reset(chat_server):
     goer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     goer.sock.close()   # SO_LINGER 0: the close sends RST
     assert_left(watcher, "goer")
+    watcher.close()
+
+
+def test_a_closing_connection_hears_no_more_and_leaves_once_its_close_completes(chat_server):
+    """A connection the server has started closing stays in the room (the room
+    hears of it only through on_close); a broadcast meanwhile skips it, since
+    its handle's send returns False, and the others hear as ever."""
+    server, app = chat_server()
+    handles, on_open = [], app.on_open
+    app.on_open = lambda ws: (handles.append(ws), on_open(ws))
+    watcher, goer = join(server, "watcher"), join(server, "goer")
+    wait_for(watcher, m.JOIN)
+    closing = threading.Event()
+
+    def start_closing():   # on the server's loop, as a kick would
+        handle = next(ws for ws in handles if app.room.member(ws).name == "goer")
+        handle.close(1000, "bye")
+        closing.set()
+
+    server.loop.call_soon_threadsafe(start_closing)
+    assert closing.wait(TIMEOUT)
+    send(watcher, m.MESSAGE, message="while goer is closing")
+    assert wait_for(watcher, m.MESSAGE)["payload"]["message"] == "while goer is closing"
+    with pytest.raises(ConnectionClosed):   # goer gets the Close, not the message
+        while True:
+            assert json.loads(goer.recv(timeout=TIMEOUT))["type"] != m.MESSAGE
+    assert goer.close_code == 1000
+    assert_left(watcher, "goer")            # its Close answered: on_close, one leave
+    send(watcher, m.MESSAGE, message="after")
+    assert recv_json(watcher)["payload"]["message"] == "after"   # no second leave between
+    wait_until(lambda: app.room.users == ["watcher"])
     watcher.close()
 
 
