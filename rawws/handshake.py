@@ -29,12 +29,13 @@ def accept_key(key: str) -> str:
 
 
 def split_header_list(values: Iterable[str]) -> list[str]:
-    """The elements of comma-separated header values, stripped, case kept (RFC 9110 §5.6.1)."""
+    """The elements of comma-separated header values, stripped, case kept (RFC 9110 §5.6.1).
+
+    For subprotocol names and versions, which are compared exactly as sent;
+    Upgrade and Connection hold case-insensitive tokens, read with
+    `Headers.get_tokens` (lower-cased).
+    """
     return [item.strip() for value in values for item in value.split(",") if item.strip()]
-
-
-def _tokens(request_or_response: Request | Response, name: str) -> list[str]:
-    return [token.lower() for token in split_header_list(request_or_response.headers.get_all(name))]
 
 
 # ---- server side ------------------------------------------------------
@@ -45,7 +46,7 @@ def is_upgrade_request(request: Request) -> bool:
     Such a request is the WebSocket layer's: if it is malformed it gets a 4xx
     from `validate_request`, not a file from the file server.
     """
-    return "websocket" in _tokens(request, "Upgrade")
+    return "websocket" in request.headers.get_tokens("Upgrade")
 
 
 def validate_request(request: Request) -> str:
@@ -64,10 +65,10 @@ def validate_request(request: Request) -> str:
     if len(request.headers.get_all("Host")) != 1:
         # §4.1 item 4 (and RFC 9112 §3.2: exactly one Host).
         raise HandshakeError(400, "missing or repeated Host header")
-    if "websocket" not in _tokens(request, "Upgrade"):
+    if "websocket" not in request.headers.get_tokens("Upgrade"):
         # §4.2.1 item 3.
         raise HandshakeError(400, "Upgrade header does not name websocket")
-    if "upgrade" not in _tokens(request, "Connection"):
+    if "upgrade" not in request.headers.get_tokens("Connection"):
         # §4.2.1 item 4: Connection includes the token "Upgrade", case-insensitively.
         raise HandshakeError(400, "Connection header does not include upgrade")
     versions = split_header_list(request.headers.get_all("Sec-WebSocket-Version"))
@@ -150,9 +151,9 @@ def check_response(response: Response, key: str, offered: Iterable[str] = ()) ->
     """
     if response.status != 101:
         raise HandshakeError(response.status, f"server answered {response.status} {response.reason}")
-    if "websocket" not in _tokens(response, "Upgrade"):
+    if "websocket" not in response.headers.get_tokens("Upgrade"):
         raise HandshakeError(response.status, "101 without Upgrade: websocket")
-    if "upgrade" not in _tokens(response, "Connection"):
+    if "upgrade" not in response.headers.get_tokens("Connection"):
         raise HandshakeError(response.status, "101 without Connection: Upgrade")
     if response.headers.get_all("Sec-WebSocket-Accept") != [accept_key(key)]:
         raise HandshakeError(response.status, "wrong Sec-WebSocket-Accept")

@@ -224,6 +224,10 @@ def test_client_in_closing_becomes_closed_when_the_server_close_arrives():
     assert client.events() == [CloseReceived(1000, "")]
     assert client.data_to_send() == b""             # no second Close
     assert client.close_code == 1000
+    # §7.1.1: the server closes TCP first; the client waits for its EOF.
+    assert not client.should_close_transport
+    client.receive_data(b"")
+    assert client.should_close_transport and client.close_code == 1000
 
 
 def test_messages_still_arrive_while_closing():

@@ -370,5 +370,20 @@ def test_rsv_bits_are_reported_when_an_extension_allows_them():
     assert parser.next_frame() == Frame(OP_TEXT, b"", rsv1=True)
 
 
+@pytest.mark.parametrize("rsv", [0x10, 0x20, 0x40, 0x70])
+def test_allowed_rsv_bits_are_reported_whether_the_frame_came_whole_or_cut(rsv):
+    wire = encode_frame(OP_TEXT, b"abc", mask_key=RFC_KEY, rsv1=bool(rsv & 0x40),
+                        rsv2=bool(rsv & 0x20), rsv3=bool(rsv & 0x10))
+    expected = Frame(OP_TEXT, b"abc", rsv1=bool(rsv & 0x40), rsv2=bool(rsv & 0x20),
+                     rsv3=bool(rsv & 0x10))
+    whole = FrameParser(require_mask=SERVER_SIDE, allowed_rsv_bits=0x70)
+    whole.feed(wire)
+    cut = FrameParser(require_mask=SERVER_SIDE, allowed_rsv_bits=0x70)
+    cut.feed(wire[:7])                                  # header, key and one payload byte
+    assert cut.next_frame() is None and cut.pending is not None
+    cut.feed(wire[7:])
+    assert whole.next_frame() == cut.next_frame() == expected
+
+
 def test_encode_frame_sets_the_rsv_bits_it_is_asked_to():
     assert encode_frame(OP_TEXT, b"", rsv1=True, rsv2=True, rsv3=True) == bytes([0xF1, 0x00])
