@@ -14,6 +14,8 @@ from rawws.frames import (OP_CLOSE, OP_TEXT, Frame, FrameParser, decode_close_pa
                           encode_close_payload, encode_frame)
 from rawws.protocol import CloseReceived, Role, State, TextMessage, WebSocketConnection
 
+from tests.wire import failed_with, sent_frames
+
 RFC_KEY = bytes([0x37, 0xFA, 0x21, 0x3D])
 
 # §7.4.1 defines 1000-1003 and 1007-1011 for Close frames; §7.4.2 gives
@@ -33,23 +35,6 @@ def close_frame_from_client(payload: bytes) -> bytes:
 
 def code_bytes(code: int) -> bytes:
     return code.to_bytes(2, "big")
-
-
-def sent_frames(connection: WebSocketConnection) -> list[Frame]:
-    peer = FrameParser(require_mask=connection.role is Role.CLIENT)
-    peer.feed(connection.data_to_send())
-    frames = []
-    while (frame := peer.next_frame()) is not None:
-        frames.append(frame)
-    return frames
-
-
-def failed_with(connection: WebSocketConnection) -> int:
-    (frame,) = sent_frames(connection)
-    assert frame.opcode == OP_CLOSE
-    assert connection.state is State.CLOSED
-    assert connection.should_close_transport
-    return int.from_bytes(frame.payload[:2], "big")
 
 
 # ---- §7.4 which codes may be on the wire -----------------------------------

@@ -18,6 +18,8 @@ from rawws.frames import (OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG
 from rawws.protocol import (BinaryMessage, CloseReceived, Ping, Pong, Role, State, TextMessage,
                             WebSocketConnection)
 
+from tests.wire import failed_with, sent_frames
+
 RFC_KEY = bytes([0x37, 0xFA, 0x21, 0x3D])
 
 
@@ -29,26 +31,6 @@ def from_client(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
 def from_server(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
     """A frame as a server sends it: unmasked."""
     return encode_frame(opcode, payload, fin=fin)
-
-
-def sent_frames(connection: WebSocketConnection) -> list[Frame]:
-    """What `connection` wants to send, decoded as its peer would decode it."""
-    peer = FrameParser(require_mask=connection.role is Role.CLIENT)
-    peer.feed(connection.data_to_send())
-    frames = []
-    while (frame := peer.next_frame()) is not None:
-        frames.append(frame)
-    assert peer.buffered == 0
-    return frames
-
-
-def failed_with(connection: WebSocketConnection) -> int:
-    """The code of the single Close frame a failed connection queued (§7.1.7)."""
-    (frame,) = sent_frames(connection)
-    assert frame.opcode == OP_CLOSE
-    assert connection.state is State.CLOSED
-    assert connection.should_close_transport
-    return int.from_bytes(frame.payload[:2], "big")
 
 
 # ---- §5.7 examples through a connection ----------------------------------
