@@ -13,7 +13,9 @@ import logging
 import sys
 from pathlib import Path
 
-from rawws.server import Server
+from rawws.deflate import DeflateOptions
+from rawws.server import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Server
+from rawws.trace import WireTracer
 
 from .app import ChatApp
 from .room import Limits
@@ -22,9 +24,16 @@ DEFAULT_ROOT = Path(__file__).resolve().parent.parent / "www"
 DEFAULT_PORT = 3490   # Beej's port
 MIN_WS_MESSAGE_SIZE = 128 * 1024
 # A connection that falls this far behind in reading what it is sent is
-# dropped: 1,000 connections that never read then hold at most ~4 GiB, and
-# a reader this far behind has lost the conversation anyway.
-DEFAULT_MAX_SEND_BUFFER = 4 * 1024 * 1024
+# dropped: 1,000 connections that never read then hold at most ~1 GiB, and
+# a reader this far behind (dozens of the longest messages, thousands of
+# ordinary ones) has lost the conversation anyway.
+DEFAULT_MAX_SEND_BUFFER = 1024 * 1024
+# permessage-deflate (RFC 7692) as the chat asks for it: both sides start
+# every message from an empty window. So a broadcast is compressed once for
+# every recipient (`rawws.deflate.compress_once`), and a connection keeps no
+# zlib state between messages: an idle one costs no compression memory.
+CHAT_COMPRESSION = DeflateOptions(server_no_context_takeover=True,
+                                  client_no_context_takeover=True)
 # Request headers: CONTRACT.md promises 8 KiB; we take twice that by default.
 DEFAULT_MAX_HEADER_BYTES = 16 * 1024
 
@@ -70,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allowed-origin", action="extend", nargs="+", default=[], metavar="ORIGIN",
                    help="also accept WebSocket handshakes from this origin "
                         "(scheme://host[:port]); '*' accepts any. Repeatable")
+    p.add_argument("--no-compression", action="store_true",
+                   help="do not accept permessage-deflate (RFC 7692), on by default")
+    p.add_argument("--trace", action="store_true",
+                   help="print every byte in and out, HTTP heads and annotated WebSocket "
+                        "frames, on stderr (rawws.trace; docs/walkthrough.md)")
     p.add_argument("--log-level", default="INFO", type=str.upper,
                    choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
     limits = p.add_argument_group("limits")
@@ -116,8 +130,15 @@ def build_parser() -> argparse.ArgumentParser:
                              "with 1011 (default 20)")
     limits.add_argument("--close-timeout", metavar="S", type=positive_float, default=5.0,
                         help="seconds to wait for the peer's Close before dropping it (default 5)")
-    limits.add_argument("--http-timeout", metavar="S", type=positive_float, default=30.0,
-                        help="seconds an HTTP connection may stay idle or unfinished (default 30)")
+    limits.add_argument("--handshake-timeout", "--http-timeout", dest="handshake_timeout",
+                        metavar="S", type=positive_float, default=DEFAULT_HANDSHAKE_TIMEOUT,
+                        help="seconds a connection has to send a complete HTTP request "
+                             "(slowloris), also after a keep-alive answer "
+                             f"(default {DEFAULT_HANDSHAKE_TIMEOUT:g})")
+    limits.add_argument("--max-connections", metavar="N", type=positive_int,
+                        default=DEFAULT_MAX_CONNECTIONS,
+                        help="open connections at most; past it a new one gets 503 "
+                             f"(default {DEFAULT_MAX_CONNECTIONS})")
     return p
 
 
@@ -141,7 +162,10 @@ def main(argv: list[str] | None = None) -> int:
                         max_header_bytes=args.max_header_bytes,
                         ping_interval=args.ping_interval or None,
                         ping_timeout=args.ping_timeout, close_timeout=args.close_timeout,
-                        http_timeout=args.http_timeout)
+                        handshake_timeout=args.handshake_timeout,
+                        max_connections=args.max_connections,
+                        compression=None if args.no_compression else CHAT_COMPRESSION,
+                        tracer=WireTracer(sys.stderr) if args.trace else None)
     except OSError as error:   # port in use, address not ours...
         print(f"python -m chat: cannot listen on {args.host}:{args.port}: {error.strerror or error}",
               file=sys.stderr)

@@ -28,6 +28,7 @@ from typing import Any, TextIO
 from rawws.client import ClientConnection, connect
 from rawws.errors import ConnectionClosed, HandshakeError, WebSocketError
 from rawws.protocol import BinaryMessage, TextMessage
+from rawws.trace import WireTracer
 
 from .messages import PROTOCOL_V2
 
@@ -256,12 +257,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default=f"Guest {random.randrange(0x10000):x}",
                         help="your name (default: Guest and a random number)")
     parser.add_argument("--origin", default=None, help="send this Origin header")
+    parser.add_argument("--trace", action="store_true",
+                        help="print every byte sent and received, annotated, on stderr")
     parser.add_argument("--timeout", type=float, default=10.0,
                         help="seconds to wait for the connection (default 10)")
     args = parser.parse_args(argv)
     try:
         conn = connect(args.url, subprotocols=[PROTOCOL_V2], origin=args.origin,
-                       timeout=args.timeout)
+                       timeout=args.timeout,
+                       trace=WireTracer(sys.stderr) if args.trace else None)
     except HandshakeError as error:
         print(f"chat.client: refused: {error.status} {error.reason}", file=sys.stderr)
         return 1

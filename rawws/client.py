@@ -16,11 +16,13 @@ from collections import deque
 from urllib.parse import urlsplit
 
 from .close import CLOSE_NORMAL
+from .deflate import DeflateOptions, PerMessageDeflate, client_check, client_offer
 from .errors import ConnectionClosed, HandshakeError
 from .handshake import build_request, check_response, make_key
 from .http import find_head_end, parse_response_head, Response
 from .protocol import (BinaryMessage, Event, Pong, Role, State, TextMessage,
                        WebSocketConnection)
+from .trace import ConnectionTap, WireTracer
 
 RECV_SIZE = 256 * 1024
 MAX_RESPONSE_HEAD = 64 * 1024
@@ -31,11 +33,15 @@ class ClientConnection:
     """An open client connection; made by `connect()`."""
 
     def __init__(self, sock: socket.socket, protocol: WebSocketConnection,
-                 response: Response, subprotocol: str | None, leftover: bytes) -> None:
+                 response: Response, subprotocol: str | None, leftover: bytes,
+                 tap: ConnectionTap | None = None) -> None:
         self.sock = sock
+        self.tap = tap   # --trace (rawws.trace): sees every byte sent and received
         self.protocol = protocol
         self.response = response
         self.subprotocol = subprotocol
+        # The permessage-deflate parameters agreed, or None.
+        self.compression = protocol.deflate.params if protocol.deflate is not None else None
         self._events: deque[Event] = deque()
         self._eof = False
         if leftover:
@@ -73,6 +79,8 @@ class ClientConnection:
                 raise TimeoutError("no WebSocket event before the timeout") from None
             except OSError:
                 data = b""
+            if self.tap is not None:
+                self.tap.incoming(data)
             self._receive(data)
         return self._events.popleft()
 
@@ -93,6 +101,8 @@ class ClientConnection:
             try:
                 self.sock.settimeout(None)
                 self.sock.sendall(data)
+                if self.tap is not None:
+                    self.tap.outgoing(data)
             except OSError:
                 self.protocol.abort()
 
@@ -171,10 +181,13 @@ class ClientConnection:
                 return
             self.sock.settimeout(remaining)
             try:
-                if not self.sock.recv(RECV_SIZE):
-                    self._eof = True
+                data = self.sock.recv(RECV_SIZE)
             except OSError:
                 return
+            if self.tap is not None:
+                self.tap.incoming(data)
+            if not data:
+                self._eof = True
 
     def _close_transport(self) -> None:
         try:
@@ -191,11 +204,18 @@ class ClientConnection:
 
 def connect(url: str, *, subprotocols: list[str] | tuple[str, ...] = (),
             origin: str | None = None, headers: list[tuple[str, str]] | None = None,
-            timeout: float = 10.0, max_message_size: int = 16 * 1024 * 1024) -> ClientConnection:
+            timeout: float = 10.0, max_message_size: int = 16 * 1024 * 1024,
+            compression: DeflateOptions | bool = False,
+            trace: WireTracer | None = None) -> ClientConnection:
     """Open a WebSocket to a `ws://host[:port]/path` URL and perform the handshake.
 
-    Raises HandshakeError (with the server's status) when the server refuses.
+    `compression`: True (or DeflateOptions) offers permessage-deflate (RFC
+    7692); whether the server took it is in `.compression` afterwards.
+    Raises HandshakeError (with the server's status) when the server refuses,
+    or when its answer breaks what the client offered. `trace` prints every
+    byte of the connection as it is sent and received (`rawws.trace`).
     """
+    options = DeflateOptions() if compression is True else (compression or None)
     parts = urlsplit(url)
     if parts.scheme != "ws":
         raise ValueError(f"only ws:// URLs are supported, not {url!r}")
@@ -206,22 +226,40 @@ def connect(url: str, *, subprotocols: list[str] | tuple[str, ...] = (),
     host_header = parts.netloc.rsplit("@", 1)[-1]
     key = make_key()
     sock = socket.create_connection((parts.hostname, port), timeout=timeout)
+    tap = None
+    if trace is not None:
+        here, there = sock.getsockname(), sock.getpeername()
+        tap = trace.tap(f"connected to {there[0]}:{there[1]} from {here[0]}:{here[1]}",
+                        role="client")
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.sendall(build_request(host_header, path, key, subprotocols=subprotocols,
-                                   origin=origin, extra_headers=headers or ()))
+        request = build_request(host_header, path, key, subprotocols=subprotocols,
+                                origin=origin, extra_headers=headers or (),
+                                extensions=client_offer(options) if options else None)
+        sock.sendall(request)
+        if tap is not None:
+            tap.outgoing(request)
         buffer = bytearray()
         while (end := find_head_end(buffer)) == -1:
             if len(buffer) > MAX_RESPONSE_HEAD:
                 raise HandshakeError(502, "response head too large")
             chunk = sock.recv(RECV_SIZE)
+            if tap is not None:
+                tap.incoming(chunk)
             if not chunk:
                 raise HandshakeError(502, "connection closed during the handshake")
             buffer += chunk
         response = parse_response_head(bytes(buffer[:end]))
-        subprotocol = check_response(response, key, subprotocols)
+        subprotocol = check_response(response, key, subprotocols,
+                                     extensions_offered=options is not None)
+        deflate = None
+        if options is not None:
+            params = client_check(response.headers.get_all("Sec-WebSocket-Extensions"), options)
+            if params is not None:
+                deflate = PerMessageDeflate(params, is_server=False, options=options)
     except BaseException:
         sock.close()
         raise
-    protocol = WebSocketConnection(Role.CLIENT, max_message_size=max_message_size)
-    return ClientConnection(sock, protocol, response, subprotocol, bytes(buffer[end:]))
+    protocol = WebSocketConnection(Role.CLIENT, max_message_size=max_message_size,
+                                   deflate=deflate)
+    return ClientConnection(sock, protocol, response, subprotocol, bytes(buffer[end:]), tap)

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
-from .server import Server, WebSocket, WebSocketApp
+from .deflate import DeflateOptions
+from .server import (DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Server, WebSocket,
+                     WebSocketApp)
+from .trace import WireTracer
 
 ECHO_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 
@@ -32,12 +36,30 @@ def main(argv: list[str] | None = None) -> None:
                         help="largest message accepted, in bytes (default 16 MiB)")
     parser.add_argument("--ping-interval", type=float, default=20.0,
                         help="seconds between keepalive pings; 0 turns them off")
+    parser.add_argument("--handshake-timeout", type=float, default=DEFAULT_HANDSHAKE_TIMEOUT,
+                        help="seconds a connection has to send a complete HTTP request "
+                             f"(default {DEFAULT_HANDSHAKE_TIMEOUT:g})")
+    parser.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS,
+                        help=f"open connections at most; past it 503 (default {DEFAULT_MAX_CONNECTIONS})")
+    parser.add_argument("--max-send-buffer", type=int, default=None,
+                        help="drop a WebSocket with more than this many bytes unsent to it "
+                             "(default: 64 MiB, or 4 times --max-message-size if more)")
+    parser.add_argument("--no-compression", action="store_true",
+                        help="do not accept permessage-deflate (RFC 7692), on by default")
     parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument("--trace", action="store_true",
+                        help="print every byte in and out, handshakes and annotated frames, "
+                             "on stderr (rawws.trace)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     server = Server(EchoApp(), host=args.host, port=args.port,
                     max_message_size=args.max_message_size,
-                    ping_interval=args.ping_interval or None)
+                    ping_interval=args.ping_interval or None,
+                    handshake_timeout=args.handshake_timeout,
+                    max_connections=args.max_connections,
+                    max_write_buffer=args.max_send_buffer,
+                    compression=None if args.no_compression else DeflateOptions(),
+                    tracer=WireTracer(sys.stderr) if args.trace else None)
     # Handlers first, then the line a script waits for (it may signal at once).
     server.install_signal_handlers()
     print(f"Serving on ws://{server.host}:{server.port}/", flush=True)

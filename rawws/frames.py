@@ -227,13 +227,14 @@ class PendingFrame:
     it (callgrind: ~1 MiB of copying per frame).
     """
 
-    __slots__ = ("opcode", "fin", "length", "mask_key", "consumed", "_first", "_key", "_buffer",
-                 "_base", "_end")
+    __slots__ = ("opcode", "fin", "rsv1", "length", "mask_key", "consumed", "_first", "_key",
+                 "_buffer", "_base", "_end")
 
     def __init__(self, buffer: bytearray, first: int, length: int, mask_key: bytes | None,
                  start: int) -> None:
         self.opcode = first & OPCODE_BITS
         self.fin = first & FIN_BIT != 0
+        self.rsv1 = first & RSV1_BIT != 0   # a compressed message's first frame (RFC 7692)
         self.length = length            # of the whole payload
         self.mask_key = mask_key        # None for an unmasked frame
         self.consumed = 0               # payload bytes handed over by read()
@@ -290,8 +291,8 @@ class FrameParser:
         # lowers it while a message is being reassembled, so a message over
         # its limit is refused from the header too.
         self.payload_limit = max_frame_size
-        # RSV bits an extension defines (§5.2, §9); no extension is
-        # implemented, so only tests set this.
+        # RSV bits an extension defines (§5.2, §9): RSV1 once
+        # permessage-deflate is agreed (RFC 7692 §6).
         self.allowed_rsv_bits = allowed_rsv_bits
         self._buffer = bytearray()
         self._pending: PendingFrame | None = None
@@ -384,8 +385,8 @@ class FrameParser:
             payload = _unmasked(buffer, start, end, key)
         del buffer[:end]
         # fin as a comparison, not bool(): a call less per frame. The RSV
-        # bits are nonzero only when an extension allows them, which none
-        # does outside tests; so they cost nothing here unless they are set.
+        # bits are nonzero only when an extension allows them (RSV1, for
+        # compressed messages), so they cost nothing here unless they are set.
         frame = Frame(first & OPCODE_BITS, payload, first & FIN_BIT != 0)
         if first & RSV_BITS:
             frame.rsv1 = first & RSV1_BIT != 0

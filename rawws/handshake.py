@@ -99,8 +99,9 @@ def accept_response(key: str, subprotocol: str | None = None,
                     extra_headers: Iterable[tuple[str, str]] = ()) -> bytes:
     """The 101 Switching Protocols answer (§4.2.2 item 5).
 
-    Extensions the client offered are left out: answering none of them is
-    how a server declines them (§9.1).
+    Extensions go in `extra_headers` (Sec-WebSocket-Extensions, as
+    `rawws.deflate.server_accept` wrote it); leaving an offer out of the
+    answer is how a server declines it (§9.1).
     """
     headers = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
                ("Sec-WebSocket-Accept", accept_key(key))]
@@ -126,7 +127,7 @@ def make_key() -> str:
 
 
 def build_request(host: str, path: str, key: str, *, subprotocols: Iterable[str] = (),
-                  origin: str | None = None,
+                  origin: str | None = None, extensions: str | None = None,
                   extra_headers: Iterable[tuple[str, str]] = ()) -> bytes:
     """The client's opening handshake request (§4.1)."""
     lines = [f"GET {path} HTTP/1.1", f"Host: {host}", "Upgrade: websocket",
@@ -137,6 +138,8 @@ def build_request(host: str, path: str, key: str, *, subprotocols: Iterable[str]
         lines.append("Sec-WebSocket-Protocol: " + ", ".join(protocols))
     if origin is not None:
         lines.append(f"Origin: {origin}")
+    if extensions is not None:
+        lines.append(f"Sec-WebSocket-Extensions: {extensions}")
     for name, value in extra_headers:
         if "\r" in name + value or "\n" in name + value:
             raise ValueError("header names and values may not hold CR or LF")
@@ -144,10 +147,13 @@ def build_request(host: str, path: str, key: str, *, subprotocols: Iterable[str]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def check_response(response: Response, key: str, offered: Iterable[str] = ()) -> str | None:
+def check_response(response: Response, key: str, offered: Iterable[str] = (), *,
+                   extensions_offered: bool = False) -> str | None:
     """Validate the server's answer (§4.1, the client's checks); return the subprotocol.
 
     Raises HandshakeError carrying the server's status when it is not a valid 101.
+    When the client offered extensions, their answer is the extension's to
+    check (`rawws.deflate.client_check`); else any answer fails.
     """
     if response.status != 101:
         raise HandshakeError(response.status, f"server answered {response.status} {response.reason}")
@@ -157,7 +163,7 @@ def check_response(response: Response, key: str, offered: Iterable[str] = ()) ->
         raise HandshakeError(response.status, "101 without Connection: Upgrade")
     if response.headers.get_all("Sec-WebSocket-Accept") != [accept_key(key)]:
         raise HandshakeError(response.status, "wrong Sec-WebSocket-Accept")
-    if response.headers.get_all("Sec-WebSocket-Extensions"):
+    if not extensions_offered and response.headers.get_all("Sec-WebSocket-Extensions"):
         # §4.1: an extension the client did not ask for fails the connection.
         raise HandshakeError(response.status, "server chose an extension that was not offered")
     chosen = split_header_list(response.headers.get_all("Sec-WebSocket-Protocol"))

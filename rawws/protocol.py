@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from enum import Enum
 
 from .close import CLOSE_ABNORMAL, CLOSE_NO_STATUS, CLOSE_NORMAL
+from .deflate import PerMessageDeflate
 from .errors import ConnectionClosed, InvalidPayload, MessageTooBig, ProtocolError
 from .frames import (MAX_CONTROL_PAYLOAD, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING,
-                     OP_PONG, OP_TEXT, FrameParser, PendingFrame, decode_close_payload,
+                     OP_PONG, OP_TEXT, RSV1_BIT, FrameParser, PendingFrame, decode_close_payload,
                      encode_close_payload, encode_frame)
 from .utf8 import Utf8Decoder
 
@@ -122,10 +123,15 @@ class WebSocketConnection:
     Limits (§10.4): `max_message_size` bytes per message after reassembly,
     `max_frame_size` bytes per frame (by default the same), both checked
     from a frame's header; at most `max_fragments` frames per message.
+
+    `deflate`: the permessage-deflate state when the handshake agreed on it
+    (RFC 7692, `rawws.deflate`); messages are then compressed on the way out
+    and inflated on the way in, the size limit applying to inflated bytes.
     """
 
     def __init__(self, role: Role, *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-                 max_frame_size: int | None = None, max_fragments: int | None = None) -> None:
+                 max_frame_size: int | None = None, max_fragments: int | None = None,
+                 deflate: PerMessageDeflate | None = None) -> None:
         self.role = role
         self.state = State.OPEN
         self.max_message_size = max_message_size
@@ -137,6 +143,10 @@ class WebSocketConnection:
         # §5.1: servers receive masked frames and send unmasked ones; clients the reverse.
         self._parser = FrameParser(require_mask=role is Role.SERVER,
                                    max_frame_size=self._idle_payload_limit)
+        self.deflate = deflate
+        if deflate is not None:
+            # RFC 7692 §6: the extension gives RSV1 its meaning, "compressed".
+            self._parser.allowed_rsv_bits = RSV1_BIT
         self._mask_keys = _MaskKeys() if role is Role.CLIENT else None
         self._events: list[Event] = []
         self._outgoing: list[bytes] = []
@@ -150,6 +160,7 @@ class WebSocketConnection:
         self._message_size = 0
         self._message_parts: list = []
         self._message_small: list = []
+        self._message_compressed = False   # RSV1 on its first frame (RFC 7692 §6)
         # The text message's UTF-8 check (§8.1), from its first byte read.
         self._utf8: Utf8Decoder | None = None
         # The message being sent in fragments, if any.
@@ -189,17 +200,24 @@ class WebSocketConnection:
                         self._check_arriving_text(pending)
                     break
                 if frame.opcode >= OP_CLOSE:
+                    if frame.rsv1:
+                        # RFC 7692 §6.1: control frames are never compressed.
+                        raise ProtocolError("RSV1 set on a control frame")
                     self._receive_control(frame.opcode, frame.payload)
                 else:
-                    self._receive_data_frame(frame.opcode, frame.payload, frame.fin)
+                    self._receive_data_frame(frame.opcode, frame.payload, frame.fin, frame.rsv1)
         except ProtocolError as error:
             self._fail(error)
 
-    def _receive_data_frame(self, opcode: int, payload: bytes, fin: bool) -> None:
+    def _receive_data_frame(self, opcode: int, payload: bytes, fin: bool,
+                            compressed: bool = False) -> None:
         if opcode == OP_CONTINUATION:
             if self._message_opcode is None:
                 # §5.4: a continuation frame continues a message that was started.
                 raise ProtocolError("continuation frame with no message in progress")
+            if compressed:
+                # RFC 7692 §6.1: RSV1 marks a message's first frame only.
+                raise ProtocolError("RSV1 set on a continuation frame")
             opcode = self._message_opcode
         elif self._message_opcode is not None:
             # §5.4: fragments of one message are not interleaved with another's.
@@ -207,16 +225,21 @@ class WebSocketConnection:
         elif fin and self._utf8 is None:
             # The common case, one frame is one message, none of it read
             # early: no reassembly state.
+            if compressed:
+                payload = self._inflate(payload, True)
             self._deliver(opcode, payload)
             return
         else:
             self._message_opcode = opcode
+            self._message_compressed = compressed
             if opcode == OP_TEXT and self._utf8 is None:
                 self._utf8 = Utf8Decoder()   # else _check_arriving_text made it
 
         self._message_frames += 1
         if self._message_frames > self.max_fragments:
             raise MessageTooBig(f"message in more than {self.max_fragments} frames")
+        if self._message_compressed:
+            payload = self._inflate(payload, fin)
         self._message_size += len(payload)
         if self._message_size > self.max_message_size:
             # Refused from the frame's header already (payload_limit); kept
@@ -235,16 +258,27 @@ class WebSocketConnection:
             self._message_size = 0
             self._message_parts = []
             self._message_small = []
+            self._message_compressed = False
             self._utf8 = None
             self._parser.payload_limit = self._idle_payload_limit
             if opcode == OP_TEXT:
                 self._events.append(TextMessage("".join(parts)))
             else:
                 self._events.append(BinaryMessage(b"".join(parts)))
-        else:
+        elif not self._message_compressed:
             # The next fragment may not push the message over its limit (§10.4).
+            # (A compressed one's inflated size is bounded by _inflate instead.)
             self._parser.payload_limit = min(self.max_frame_size,
                                              self.max_message_size - self._message_size)
+
+    def _inflate(self, payload: bytes, fin: bool) -> bytes:
+        """A compressed frame's payload, inflated within what the message may still grow."""
+        budget = self.max_message_size - self._message_size
+        data = self.deflate.decompress(payload, budget)
+        if fin:
+            # RFC 7692 §7.2.2: append 0x00 0x00 0xff 0xff to the message's end.
+            data += self.deflate.finish(budget - len(data))
+        return data
 
     def _keep(self, piece: bytes | str) -> None:
         """Add a piece to the message being reassembled: a frame's payload or part
@@ -293,10 +327,12 @@ class WebSocketConnection:
         then left out of the frame it returns), checked by the message's
         incremental decoder and their text added to the message (`_keep`), so
         the work stays linear in the frame's size and a peer trickling bytes
-        costs no object per read. (No extension is ever negotiated, so a text
-        frame's payload is the text itself.)
+        costs no object per read. (Compressed messages are checked as each
+        frame is inflated, not inside a frame.)
         """
         message_opcode = self._message_opcode
+        if self._message_compressed or pending.rsv1:
+            return        # compressed bytes are checked once inflated
         if pending.opcode == OP_TEXT:
             if message_opcode is not None:
                 return    # a new message inside another: refused (1002) once it is whole
@@ -369,9 +405,20 @@ class WebSocketConnection:
         self._outgoing.clear()
         return data
 
-    def _queue_frame(self, opcode: int, payload: bytes, fin: bool = True) -> None:
+    def _queue_frame(self, opcode: int, payload: bytes, fin: bool = True,
+                     rsv1: bool = False) -> None:
         mask_key = self._mask_keys.next() if self._mask_keys is not None else None
-        self._outgoing.append(encode_frame(opcode, payload, fin=fin, mask_key=mask_key))
+        self._outgoing.append(encode_frame(opcode, payload, fin=fin, mask_key=mask_key,
+                                           rsv1=rsv1))
+
+    def _queue_message(self, opcode: int, payload: bytes) -> None:
+        """A whole message in one frame, compressed when permessage-deflate is on."""
+        deflate = self.deflate
+        if deflate is not None and len(payload) >= deflate.min_size:
+            # RFC 7692 §6: RSV1 on the (first) frame of a compressed message.
+            self._queue_frame(opcode, deflate.compress(payload), rsv1=True)
+        else:
+            self._queue_frame(opcode, payload)
 
     def _check_can_send_data(self) -> None:
         if self.state is not State.OPEN:
@@ -380,16 +427,20 @@ class WebSocketConnection:
 
     def send_text(self, text: str) -> None:
         self._check_whole_message()
-        self._queue_frame(OP_TEXT, text.encode("utf-8"))
+        self._queue_message(OP_TEXT, text.encode("utf-8"))
 
     def send_binary(self, data: bytes) -> None:
         self._check_whole_message()
-        self._queue_frame(OP_BINARY, bytes(data))
+        self._queue_message(OP_BINARY, bytes(data))
 
     def send_frame_bytes(self, frame: bytes) -> None:
         """Send a frame encoded elsewhere: a broadcast encodes once for many connections.
 
         Only for servers, whose frames are unmasked and so the same for every peer.
+        With permessage-deflate, the frame is either uncompressed (RSV1 clear;
+        it leaves the compression context alone) or compressed with a fresh
+        window (`rawws.deflate.compress_once`), which only a connection that
+        agreed to server_no_context_takeover may be sent.
         """
         if self.role is not Role.SERVER:
             raise ValueError("a client masks each frame with its own key")
@@ -407,7 +458,9 @@ class WebSocketConnection:
 
         The first call opens the message and sets its type; the call with
         fin=True ends it. A text message's pieces must each be whole str
-        values; they are encoded one by one.
+        values; they are encoded one by one. Streamed messages are sent
+        uncompressed even with permessage-deflate (RFC 7692 §6 lets a sender
+        choose, message by message).
         """
         self._check_can_send_data()
         is_text = isinstance(data, str)

@@ -9,8 +9,12 @@ moves bytes between sockets and those state machines, and runs the timers.
 
 Backpressure: a connection whose unsent output passes `read_pause_bytes`
 stops being read until the peer drains it (so a peer that never reads cannot
-make us buffer its echoes or pongs without bound), and one whose output
-passes `max_write_buffer` (a slow reader of broadcasts) is dropped.
+make us buffer its echoes or pongs without bound), and a WebSocket whose
+output passes `max_write_buffer` (a slow reader of broadcasts) is dropped.
+
+Hostile clients (docs/security.md): a request head must be complete within
+`handshake_timeout` seconds (slowloris), and past `max_connections` open
+sockets a new one gets a fixed 503 and is closed unread.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .close import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL
+from .deflate import DeflateOptions, DeflateParams, PerMessageDeflate, server_accept
 from .errors import HandshakeError, HTTPError
 from .handshake import (accept_response, is_upgrade_request, offered_subprotocols,
                         refusal_response, validate_request)
@@ -33,11 +38,20 @@ from .loop import EVENT_READ, EVENT_WRITE, EventLoop, Timer
 from .protocol import (DEFAULT_MAX_MESSAGE_SIZE, BinaryMessage, Pong, Role, State, TextMessage,
                        WebSocketConnection)
 from .static import StaticFiles
+from .trace import WireTracer
 
 log = logging.getLogger("rawws.server")
 
 RECV_SIZE = 256 * 1024
 ACCEPT_RETRY_DELAY = 0.1
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+DEFAULT_MAX_CONNECTIONS = 10_000
+OVERLOAD_RETRY_AFTER = 5   # seconds, the 503's Retry-After (RFC 9110 §10.2.3)
+# Sent as is, without reading the request, to a connection past max_connections.
+OVERLOAD_RESPONSE = format_response(503, [("Retry-After", str(OVERLOAD_RETRY_AFTER)),
+                                          ("Content-Type", "text/plain; charset=utf-8"),
+                                          ("Connection", "close")],
+                                    b"server busy: too many connections\n")
 
 
 class WebSocketApp:
@@ -93,6 +107,21 @@ class WebSocket:
     @property
     def open(self) -> bool:
         return self._ws.state is State.OPEN
+
+    @property
+    def compression(self) -> DeflateParams | None:
+        """The permessage-deflate parameters agreed with this peer, or None."""
+        deflate = self._ws.deflate
+        return deflate.params if deflate is not None else None
+
+    @property
+    def shared_deflate_bits(self) -> int | None:
+        """For broadcasts: the window size when a frame from `rawws.deflate.compress_once`
+        may be sent to this peer (permessage-deflate without server context
+        takeover), else None: then send uncompressed frame bytes, which every
+        peer accepts (RFC 7692 §6)."""
+        deflate = self._ws.deflate
+        return deflate.shared_window_bits if deflate is not None else None
 
     # Each send returns False, and does nothing, once the connection is no
     # longer open: an application never has to catch a send to a closing peer.
@@ -151,11 +180,16 @@ class _Connection:
         self.closed = False
         self.app_closed = False         # on_close has been called
         self.dirty = False
-        # HTTP: idle or unfinished for http_timeout seconds ends the connection.
-        self.http_deadline = time.monotonic() + server.http_timeout
-        self.timer: Timer | None = server.loop.call_later(server.http_timeout, self.on_http_timeout)
+        # HTTP: no complete request head within handshake_timeout (slowloris,
+        # or idle keep-alive) ends the connection.
+        self.http_deadline = time.monotonic() + server.handshake_timeout
+        self.timer: Timer | None = server.loop.call_later(server.handshake_timeout,
+                                                          self.on_http_timeout)
         self.ping_timer: Timer | None = None
         self.awaiting_pong = False
+        # --trace: sees every byte as it crosses the socket (rawws.trace); None costs one test.
+        self.tap = (server.tracer.tap(f"accepted from {remote[0]}:{remote[1]}", role="server")
+                    if server.tracer is not None else None)
 
     # ---- reading ----------------------------------------------------------
 
@@ -172,6 +206,8 @@ class _Connection:
             return
         except OSError:
             data = b""   # a reset is an end of stream like any other
+        if self.tap is not None:
+            self.tap.incoming(data)
         if self.draining:
             if not data:
                 self.teardown()
@@ -236,7 +272,7 @@ class _Connection:
             self.close_after_flush = True
         log.debug("%s %s %s -> %d", self.remote[0], request.method, request.target, status)
         self.write(format_response(status, headers, body))
-        self.http_deadline = time.monotonic() + self.server.http_timeout
+        self.http_deadline = time.monotonic() + self.server.handshake_timeout
 
     def send_http_error(self, error: HTTPError) -> None:
         body = (error.reason or "error") + "\n"
@@ -257,18 +293,29 @@ class _Connection:
             if subprotocol is None and app.subprotocol_required:
                 body = app.subprotocol_refusal()
                 raise HandshakeError(400, "no supported subprotocol offered")
+            agreed = None
+            if self.server.compression is not None:
+                # RFC 7692 §5: the first permessage-deflate offer we can honour, if any.
+                agreed = server_accept(request.headers.get_all("Sec-WebSocket-Extensions"),
+                                       self.server.compression)
         except HandshakeError as error:
             log.info("%s:%s handshake refused: %d %s", *self.remote[:2], error.status, error.reason)
             self.write(refusal_response(error, body))
             self.close_after_flush = True
             return
-        self.write(accept_response(key, subprotocol))
+        extension_headers = []
+        deflate = None
+        if agreed is not None:
+            params, answer = agreed
+            extension_headers.append(("Sec-WebSocket-Extensions", answer))
+            deflate = PerMessageDeflate(params, is_server=True, options=self.server.compression)
+        self.write(accept_response(key, subprotocol, extension_headers))
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
         server = self.server
         self.ws = WebSocketConnection(Role.SERVER, max_message_size=server.max_message_size,
-                                      max_frame_size=server.max_frame_size)
+                                      max_frame_size=server.max_frame_size, deflate=deflate)
         leftover = self.http.leftover()
         self.http = None
         self.handle = WebSocket(self, self.ws, request, subprotocol)
@@ -410,6 +457,8 @@ class _Connection:
             except OSError:
                 self.teardown()
                 return
+            if self.tap is not None:
+                self.tap.outgoing(data[:sent])
             if sent < len(data):
                 self.out += memoryview(data)[sent:]
             self.after_write()
@@ -428,6 +477,8 @@ class _Connection:
             except OSError:
                 self.teardown()
                 return
+            if self.tap is not None:
+                self.tap.outgoing(out[:sent])
             del out[:sent]
         self.after_write()
 
@@ -440,7 +491,10 @@ class _Connection:
             self.receive_http(b"")
             if self.closed:
                 return
-        if len(out) > self.server.max_write_buffer:
+        # WebSockets only: an HTTP answer (a file) is bounded by max_file_size
+        # and by the pipelining pause, and a peer that never reads it meets
+        # the handshake timeout.
+        if len(out) > self.server.max_write_buffer and self.ws is not None:
             log.warning("%s:%s dropped: %d bytes unread by the peer", *self.remote[:2], len(out))
             self.teardown()
             return
@@ -503,19 +557,30 @@ class Server:
                  max_frame_size: int | None = None,
                  max_header_bytes: int = 16 * 1024,
                  ping_interval: float | None = 20.0, ping_timeout: float = 20.0,
-                 close_timeout: float = 5.0, http_timeout: float = 30.0,
+                 close_timeout: float = 5.0,
+                 handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+                 http_timeout: float | None = None,
                  linger_timeout: float = 2.0,
                  read_pause_bytes: int = 1024 * 1024,
                  max_write_buffer: int | None = None,
-                 backlog: int = 1024) -> None:
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                 compression: DeflateOptions | None = DeflateOptions(),
+                 backlog: int = 1024, tracer: WireTracer | None = None) -> None:
         self.app = app
+        self.tracer = tracer   # --trace: print every byte in and out (rawws.trace)
+        # permessage-deflate (RFC 7692) for clients that offer it; None turns it off.
+        self.compression = compression
         self.max_message_size = max_message_size
         self.max_frame_size = max_frame_size
         self.max_header_bytes = max_header_bytes
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.close_timeout = close_timeout
-        self.http_timeout = http_timeout
+        # http_timeout: the option's older name, still accepted.
+        self.handshake_timeout = http_timeout if http_timeout is not None else handshake_timeout
+        self.max_connections = max_connections
+        self.refused = 0   # connections refused past max_connections, ever
+        self._refusal_logged = 0.0
         self.linger_timeout = linger_timeout
         self.read_pause_bytes = read_pause_bytes
         # Room for an echo of the largest message plus slack.
@@ -563,11 +628,30 @@ class Server:
                     return
                 log.warning("accept failed: %s", error)
                 return
+            if len(self.connections) >= self.max_connections:
+                self._refuse(sock)
+                continue
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = _Connection(self, sock, remote)
             self.connections.add(conn)
             self.loop.register(sock, EVENT_READ, conn.on_ready)
+
+    def _refuse(self, sock: socket.socket) -> None:
+        """Past max_connections: a fixed 503, then close; costs no state or timer."""
+        self.refused += 1
+        try:
+            sock.setblocking(False)
+            sock.send(OVERLOAD_RESPONSE)   # a new socket's buffer takes it whole
+            sock.recv(RECV_SIZE)           # what came already: unread bytes would turn our FIN into a RST
+        except OSError:
+            pass
+        sock.close()
+        now = time.monotonic()
+        if now - self._refusal_logged >= 1.0:   # one line a second at most, whatever the flood
+            self._refusal_logged = now
+            log.warning("%d connections open, the limit: refusing new ones with 503 (%d so far)",
+                        len(self.connections), self.refused)
 
     def _resume_accepting(self) -> None:
         if not self.shutting_down:

@@ -25,12 +25,13 @@ import struct
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import pytest
 
 from chat import messages as m
-from rawws.frames import (OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT,
+from rawws.frames import (OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, RSV1_BIT,
                           FrameParser, decode_close_payload, encode_close_payload, encode_frame)
 from rawws.handshake import accept_key, build_request, make_key
 from rawws.http import find_head_end, parse_response_head
@@ -220,6 +221,11 @@ class Peer:
         assert self.subprotocol in protocols
         self.version = m.VERSION_OF[self.subprotocol]
         self.parser = FrameParser(require_mask=False, max_frame_size=1 << 40)
+        # permessage-deflate, when the offer (a browser's, in `headers`) was
+        # taken: the chat resets its window for every message (RFC 7692 §7.1.1.1).
+        self.compressed = bool(self.response.headers.get_all("Sec-WebSocket-Extensions"))
+        if self.compressed:
+            self.parser.allowed_rsv_bits = RSV1_BIT
         self.parser.feed(bytes(buffer[end:]))
         self.log: list[tuple[int, object]] = []
         self.name: str | None = None
@@ -298,6 +304,9 @@ class Peer:
                     return self._fragment_opcode, payload
             elif not frame.fin:
                 self._fragment_opcode, self._fragments = frame.opcode, [frame.payload]
+            elif frame.rsv1:
+                inflater = zlib.decompressobj(-15)
+                return frame.opcode, inflater.decompress(frame.payload + b"\x00\x00\xff\xff")
             else:
                 return frame.opcode, frame.payload
 
@@ -1089,7 +1098,9 @@ def test_the_original_v1_client_only_ever_receives_what_it_can_render(chat):
     original = server.peer([V1], path="/", host=host, origin=f"http://{host}",
                            headers=browser_headers(host))
     assert original.subprotocol == V1
-    assert "Sec-WebSocket-Extensions" not in original.response.headers, "extension not declined"
+    # The browser's permessage-deflate offer is taken, each message compressed afresh.
+    assert original.response.headers.get("Sec-WebSocket-Extensions") == (
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover")
     # onSocketOpen: sendMessage("chat-join", {username: getChatUsername()})
     field = "Guest 1f2e"
     original.send_json(m.JOIN, username=field)
@@ -1209,7 +1220,8 @@ def test_a_firefox_style_handshake_is_a_chat_connection(shared):
         assert response.status == 101
         assert response.headers.get("Sec-WebSocket-Accept") == accept_key(GOOD_KEY)
         assert response.headers.get("Sec-WebSocket-Protocol") == V1
-        assert response.headers.get("Sec-WebSocket-Extensions") is None
+        assert response.headers.get("Sec-WebSocket-Extensions") == (
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover")
 
 
 def test_a_chat_message_in_fragments_with_a_ping_between_is_one_message(chat):

@@ -122,8 +122,18 @@ def test_node_client_against_echo_server(serve):
     sent = ["hello", "héllo wörld ✓ 𝄞 日本語", "", pattern(4), b"", pattern(100 * 1024),
             "é✓𝄞a" * 12800]
     assert output["results"] == [expected(message) for message in sent]
-    assert output["protocol"] == "" and output["extensions"] == ""
+    assert output["protocol"] == ""
+    # Node's client offers permessage-deflate and the echo server takes it
+    # (RFC 7692): every message above went both ways compressed.
+    assert output["extensions"] == "permessage-deflate"
     assert output["close"] == {"code": 1000, "reason": "", "wasClean": True}
+
+
+def test_node_client_against_echo_server_without_compression(serve):
+    server = serve(EchoApp(), max_message_size=ECHO_MAX_MESSAGE_SIZE, compression=None)
+    output = run_node(ECHO_SCRIPT, f"ws://127.0.0.1:{server.port}/")
+    assert "error" not in output, output
+    assert len(output["results"]) == 7 and output["extensions"] == ""
 
 
 # Offers two subprotocols, stays open while the server pings, then asks to be kicked.
