@@ -1,7 +1,8 @@
 """`python -m rawws.encode`: one WebSocket frame built from a payload, printed as hex.
 
     python -m rawws.encode Hello                    # 81 05 48 65 6c 6c 6f
-    python -m rawws.encode --mask 37fa213d Hello    # the RFC's masked example
+    python -m rawws.encode --key 37fa213d Hello     # the RFC's masked example
+    python -m rawws.encode --mask Hello             # masked with a random key
     python -m rawws.encode --binary 'de ad be ef'   # a binary payload, in hex
     python -m rawws.encode --close 1000 bye         # a Close frame with a reason
 
@@ -41,9 +42,7 @@ def parse_opcode(text: str) -> int:
 
 
 def parse_key(text: str) -> bytes:
-    """A masking key as 8 hex digits (`37fa213d`), or `random`."""
-    if text == "random":
-        return os.urandom(MASK_KEY_SIZE)   # §5.3: unpredictable, as a client must
+    """A masking key as 8 hex digits: `37fa213d`, `37:fa:21:3d`..."""
     try:
         key = parse_hex(text)
     except ValueError as error:
@@ -77,9 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="text, binary, continuation, close, ping, pong, or a number 0-15")
     p.add_argument("--close", type=int, metavar="CODE",
                    help="a Close frame: the payload is CODE (2 bytes) then the text as reason")
-    p.add_argument("--mask", nargs="?", const="random", type=parse_key, metavar="KEYHEX",
-                   help="mask the payload, as a client must (RFC 6455 §5.3), with this "
-                        "4-byte key (default: a random one)")
+    p.add_argument("--mask", action="store_true",
+                   help="mask the payload with a random key, as a client must (RFC 6455 §5.3)")
+    p.add_argument("--key", type=parse_key, metavar="KEYHEX",
+                   help="mask the payload with this 4-byte key, in hex")
     p.add_argument("--no-fin", action="store_true",
                    help="FIN=0: more frames of this message follow (§5.4)")
     p.add_argument("--deflate", action="store_true",
@@ -111,7 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         opcode = OP_CLOSE if opcode is None else opcode
     if opcode is None:
         opcode = OP_BINARY if args.binary else OP_TEXT
-    frame = build_frame(payload, opcode=opcode, fin=not args.no_fin, mask_key=args.mask,
+    key = args.key
+    if key is None and args.mask:
+        key = os.urandom(MASK_KEY_SIZE)   # §5.3: unpredictable, as a client's must be
+    frame = build_frame(payload, opcode=opcode, fin=not args.no_fin, mask_key=key,
                         rsv1=args.rsv1, rsv2=args.rsv2, rsv3=args.rsv3, deflate=args.deflate)
     print(frame.hex(" "))
     if not args.quiet:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from .close import is_valid_close_code
-from .frames import (CONTROL_OPCODES, FIN_BIT, KNOWN_OPCODES, LENGTH_16BIT, LENGTH_64BIT,
+from .frames import (FIN_BIT, KNOWN_OPCODES, LENGTH_16BIT, LENGTH_64BIT,
                      LENGTH_BITS, MASK_BIT, MASK_KEY_SIZE, MAX_CONTROL_PAYLOAD, OP_BINARY,
                      OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, OPCODE_BITS, RSV1_BIT,
                      RSV2_BIT, RSV3_BIT, mask)
@@ -380,8 +380,8 @@ class FrameAnnotator:
         lines: list[str] = []
         findings = check_header(header, allow_rsv1=self.deflate, sender=self.sender)
         findings += self._check_sequence(header)
-        if header.rsv1 and header.opcode in (OP_TEXT, OP_BINARY) and not header.is_control:
-            self.compressed = True
+        if header.rsv1 and header.opcode in (OP_TEXT, OP_BINARY):
+            self.compressed = True   # RFC 7692 §6: RSV1 on a message's first frame
         data = payload
         if header.mask_key is not None and header.length:
             data = mask(payload, header.mask_key)
@@ -464,7 +464,7 @@ class FrameAnnotator:
             return "control-text"
         if opcode not in (OP_TEXT, OP_BINARY, OP_CONTINUATION):
             return "bytes"
-        if self.compressed or (header.rsv1 and opcode != OP_CONTINUATION):
+        if self.compressed:
             return "compressed"
         return "text" if self.message_opcode == OP_TEXT else "bytes"
 
@@ -627,8 +627,8 @@ class _Direction:
         self.eof = False
         self.frames = FrameAnnotator(sender=sender, hex_limit=tap.tracer.hex_limit,
                                      text_limit=tap.tracer.text_limit)
-        self.peer: _Direction | None = None
-        self.state = "HTTP head"     # what the reader waits for, for the EOF line
+        self.state = "an unfinished HTTP head"   # what the reader waits for, for the EOF line
+        self.waiting_for_answer = False   # sent an upgrade request: frames or HTTP next?
         self.reader = self._read_stream()
         self.broken = False
 
@@ -681,6 +681,12 @@ class _Direction:
             del self.buffer[:take]
             n -= take
 
+    def _discard(self) -> Generator[None, None, None]:
+        """Let everything else in this direction pass unshown, to its end."""
+        while True:
+            self.buffer.clear()
+            yield from self._wait()
+
     def _read_head(self) -> Generator[None, None, bytes | None]:
         """An HTTP head up to and including its blank line; None if it is too long."""
         searched = 0
@@ -700,25 +706,25 @@ class _Direction:
             yield from self._read_frames()
         except _EndOfStream:
             self._at_eof()
-        while True:
-            self.buffer.clear()   # after EOF, or after bytes too odd to follow: nothing more
+        while True:   # after the end: nothing more to show
+            self.buffer.clear()
             yield
 
     def _at_eof(self) -> None:
         left = len(self.buffer)
-        where = f"; {left} bytes of an unfinished {self.state} went unshown" if left else ""
+        where = f"; {left} bytes of {self.state} went unshown" if left else ""
         self.emit([f"EOF: the peer closed its side of the TCP connection{where}"])
 
     def _read_http(self) -> Generator[None, None, None]:
         """HTTP messages (a head, maybe a body) until this direction turns to frames."""
         conn = self.tap
         while True:
-            self.state = "HTTP head"
+            self.state = "an unfinished HTTP head"
             head = yield from self._read_head()
             if head is None:
                 self.emit([f"HTTP head over {MAX_HTTP_HEAD} bytes; the rest of this "
                            "direction is not shown"])
-                yield from self._skip(1 << 62)
+                yield from self._discard()
             lines = head[:-4].decode("latin-1").split("\r\n")
             fields = _header_fields(lines[1:])
             is_response = lines[0].startswith("HTTP/")
@@ -731,7 +737,6 @@ class _Direction:
                 method = conn.methods.popleft() if conn.methods else "GET"
                 if status == 101:
                     conn.upgraded(fields)
-                    yield from self._read_frames()
                     return
                 if conn.waiting_for_upgrade:
                     conn.refused()
@@ -742,27 +747,28 @@ class _Direction:
                 if "websocket" in fields.get("upgrade", "").lower():
                     # What follows waits for the answer: frames after a 101, HTTP else.
                     conn.waiting_for_upgrade = True
-                    self.state = "wait for the handshake's answer"
+                    self.state = "what came before the handshake's answer"
+                    self.waiting_for_answer = True
                     while conn.waiting_for_upgrade:
                         yield from self._wait()
+                    self.waiting_for_answer = False
                     if conn.websocket:
-                        yield from self._read_frames()
                         return
                     continue
             if body is None:
                 self.emit([INDENT + "followed by a body up to the end of the connection "
                            "(not shown)"])
-                yield from self._skip(1 << 62)
+                yield from self._discard()
             elif body:
                 self.emit([INDENT + f"followed by a body of {body} bytes (not shown)"])
-                self.state = "HTTP body"
+                self.state = "an unfinished HTTP body"
                 yield from self._skip(body)
 
     def _read_frames(self) -> Generator[None, None, None]:
         """WebSocket frames (§5.2), one after another, to the end."""
         annotator = self.frames
         while True:
-            self.state = "frame"
+            self.state = "an unfinished frame"
             first_two = yield from self._read(2)
             rest = yield from self._read(header_size(first_two) - 2)
             header = parse_header(first_two + rest)
@@ -831,8 +837,6 @@ class ConnectionTap:
         self.websocket = False               # the answer was 101
         self.incoming_side = _Direction(self, "<-", sender_in)
         self.outgoing_side = _Direction(self, "->", sender_out)
-        self.incoming_side.peer = self.outgoing_side
-        self.outgoing_side.peer = self.incoming_side
         if description:
             tracer.write(f"[{name} ==]", [description])
 
@@ -866,5 +870,5 @@ class ConnectionTap:
         if self.waiting_for_upgrade:
             self.waiting_for_upgrade = False
             for side in (self.incoming_side, self.outgoing_side):
-                if side.state == "wait for the handshake's answer":
+                if side.waiting_for_answer:
                     side.resume()
