@@ -480,6 +480,10 @@ class _Connection:
             if self.tap is not None:
                 self.tap.outgoing(out[:sent])
             del out[:sent]
+            if sent and self.ws is None:
+                # A file going out to a slow reader: the handshake timeout
+                # counts from its last progress, not from the request.
+                self.http_deadline = time.monotonic() + self.server.handshake_timeout
         self.after_write()
 
     def after_write(self) -> None:
@@ -643,7 +647,9 @@ class Server:
         try:
             sock.setblocking(False)
             sock.send(OVERLOAD_RESPONSE)   # a new socket's buffer takes it whole
-            sock.recv(RECV_SIZE)           # what came already: unread bytes would turn our FIN into a RST
+            # Read what came already (a request head): closing with unread
+            # bytes would send a RST, which may overtake the 503.
+            sock.recv(64 * 1024)
         except OSError:
             pass
         sock.close()

@@ -10,10 +10,13 @@ reports. A `RequestParser` must either return request heads or raise an
 Every test draws from `random.Random(seed)` with a fixed seed, so a failure
 is reproducible: its message names the seed and the case. Each test runs a
 bounded number of cases and stops early past its time budget, so the whole
-file takes a few seconds.
+file takes a few seconds. `make fuzz` runs longer, through three knobs read
+from the environment: FUZZ_ITERATIONS (cases per seed and test), FUZZ_SECONDS
+(time budget per seed and test) and FUZZ_SEEDS (how many seeds).
 """
 from __future__ import annotations
 
+import os
 import random
 import time
 
@@ -26,9 +29,10 @@ from rawws.http import Request, RequestParser
 from rawws.protocol import (BinaryMessage, CloseReceived, Ping, Pong, Role, State, TextMessage,
                             WebSocketConnection)
 
-SEEDS = (6455, 2011, 1007)
-CASES = 150                # per seed and test; the time budget may stop a run sooner
-TIME_BUDGET = 0.6          # seconds per seed and test
+SEED_COUNT = max(1, int(os.environ.get("FUZZ_SEEDS", "3")))
+SEEDS = ((6455, 2011, 1007) + tuple(range(1, SEED_COUNT + 1)))[:SEED_COUNT]   # then 1, 2, 3...
+CASES = int(os.environ.get("FUZZ_ITERATIONS", "150"))       # per seed and test; the time
+TIME_BUDGET = float(os.environ.get("FUZZ_SECONDS", "0.6"))  # budget (s) may stop a run sooner
 FAILURE_CODES = {1002, 1007, 1009}
 
 # Characters of every UTF-8 length (RFC 3629), so splits fall inside characters.
@@ -373,6 +377,16 @@ def parse_requests(chunks: list[bytes], limits: dict, label: str) -> list[Reques
     return outcome
 
 
+def same_http_outcome(cut: list, whole: list) -> bool:
+    """Equal, except that a limit (414, 431) met by a line still arriving may
+    stand for the 400 that the whole line shows: failing fast on a line too
+    long, the parser never sees whether the rest of it was malformed."""
+    if cut == whole:
+        return True
+    return (bool(cut) and bool(whole) and cut[:-1] == whole[:-1]
+            and cut[-1] in (414, 431) and whole[-1] == 400)
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_mutated_request_heads_give_requests_or_an_http_error(seed):
     rng = random.Random(seed)
@@ -384,7 +398,7 @@ def test_mutated_request_heads_give_requests_or_an_http_error(seed):
         label = f"seed {seed} case {case} ({limits})"
         whole = parse_requests([data], limits, label)
         cut = parse_requests(random_chunks(rng, data), limits, label + ", cut")
-        assert cut == whole, label
+        assert same_http_outcome(cut, whole), f"{label}: {cut} != {whole}"
 
 
 @pytest.mark.parametrize("seed", SEEDS)
