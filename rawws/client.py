@@ -64,6 +64,10 @@ class ClientConnection:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._events:
+            # Every event handed out: a protocol error that came after them
+            # fails the connection now, after the caller's replies to them.
+            self.protocol.events_handled()
+            self._flush()
             if self._eof or self.protocol.state is State.CLOSED:
                 # §7.1.1: both Close frames have crossed, so the client may
                 # close TCP now; waiting for the server's FIN gains nothing.

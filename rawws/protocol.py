@@ -169,6 +169,9 @@ class WebSocketConnection:
         self.close_received: int | None = None   # code the peer sent, once it did
         self.close_reason = ""
         self.failure: ProtocolError | None = None
+        # A protocol error found after messages of the same read: acted on in
+        # `events_handled()`, once those messages have reached the application.
+        self._deferred_failure: ProtocolError | None = None
         self.should_close_transport = False
 
     # ---- what the peer sent -------------------------------------------
@@ -185,7 +188,8 @@ class WebSocketConnection:
             self.state = State.CLOSED
             self.should_close_transport = True
             return
-        if self.state is State.CLOSED or self.close_received is not None:
+        if (self.state is State.CLOSED or self.close_received is not None
+                or self._deferred_failure is not None):
             return  # §7.1.7 / §1.4: nothing after a failure or the peer's Close is processed
         parser = self._parser
         parser.feed(data)
@@ -207,7 +211,12 @@ class WebSocketConnection:
                 else:
                     self._receive_data_frame(frame.opcode, frame.payload, frame.fin, frame.rsv1)
         except ProtocolError as error:
-            self._fail(error)
+            if self._events:
+                # Messages that came before the error go to the application
+                # first, so its replies to them precede our Close.
+                self._deferred_failure = error
+            else:
+                self._fail(error)
 
     def _receive_data_frame(self, opcode: int, payload: bytes, fin: bool,
                             compressed: bool = False) -> None:
@@ -394,6 +403,21 @@ class WebSocketConnection:
         events = self._events
         self._events = []
         return events
+
+    def events_handled(self) -> None:
+        """Call once the application has acted on the events: fail now if the
+        data held a protocol error after them.
+
+        §7.1.7 fails the connection on the bad frame; the messages the peer
+        sent before it are still the peer's messages. Holding the failure
+        until they are handled means a reply to them (an echo) is sent before
+        the Close, in the order the peer's frames came (Autobahn 3.2, 4.1.3,
+        5.15: a valid message, then a bad frame, in one read).
+        """
+        error = self._deferred_failure
+        if error is not None:
+            self._deferred_failure = None
+            self._fail(error)
 
     # ---- what we send -------------------------------------------------
 

@@ -223,6 +223,7 @@ def feed(role: Role, chunks: list[bytes], max_message_size: int, label: str):
         except Exception as error:   # noqa: BLE001 - the point: nothing may escape
             pytest.fail(f"{label}: receive_data raised {error!r}")
         events += connection.events()
+        connection.events_handled()   # as the I/O layer does after handing them out
     sent = sent_summary(connection)
     check_outcome(connection, events, sent, label)
     # Nothing after a failure or a Close is processed (§7.1.7, §1.4).

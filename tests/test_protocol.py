@@ -191,6 +191,7 @@ def test_continuation_after_a_completed_message_fails_with_1002():
     server.receive_data(from_client(OP_TEXT, b"Hel", fin=False) + from_client(OP_CONTINUATION, b"lo")
                         + from_client(OP_CONTINUATION, b"!"))
     assert server.events() == [TextMessage("Hello")]
+    server.events_handled()   # the failure waits for the message before it (Autobahn 5.15)
     assert failed_with(server) == 1002
 
 
@@ -709,3 +710,40 @@ def test_every_kind_of_frame_in_pieces_of_any_size_gives_the_same_events(piece):
         in_pieces.receive_data(stream[start:start + piece])
     assert in_pieces.events() == at_once.events()
     assert in_pieces.data_to_send() == at_once.data_to_send()
+
+
+# ---- a bad frame after good messages in one read (Autobahn 3.2, 4.1.3, 5.15) ----
+
+def test_messages_before_a_bad_frame_in_the_same_read_are_delivered_first():
+    server = WebSocketConnection(Role.SERVER)
+    bad = bytearray(from_client(OP_TEXT, b"x"))
+    bad[0] |= 0x20   # RSV2, no extension: §5.2 fails the connection
+    server.receive_data(from_client(OP_TEXT, b"Hello") + bytes(bad))
+    assert server.events() == [TextMessage("Hello")]
+    assert server.state is State.OPEN and server.data_to_send() == b""
+
+
+def test_a_reply_to_those_messages_goes_out_before_the_close():
+    server = WebSocketConnection(Role.SERVER)
+    server.receive_data(from_client(OP_TEXT, b"Hello") + from_client(0x3, b""))  # reserved opcode
+    for event in server.events():
+        server.send_text(event.data)
+    server.events_handled()
+    frames = sent_frames(server)
+    assert [(f.opcode, f.payload[:2]) for f in frames] == [(OP_TEXT, b"He"), (OP_CLOSE, b"\x03\xea")]
+    assert server.state is State.CLOSED and server.should_close_transport
+
+
+def test_a_bad_frame_with_no_message_before_it_fails_at_once():
+    server = WebSocketConnection(Role.SERVER)
+    server.receive_data(from_client(0x3, b""))
+    assert failed_with(server) == 1002
+
+
+def test_nothing_after_a_deferred_failure_is_read():
+    server = WebSocketConnection(Role.SERVER)
+    server.receive_data(from_client(OP_TEXT, b"a") + from_client(0xB, b""))
+    server.receive_data(from_client(OP_TEXT, b"after"))
+    assert server.events() == [TextMessage("a")]
+    server.events_handled()
+    assert failed_with(server) == 1002
