@@ -172,6 +172,7 @@ class WebSocketConnection:
         # A protocol error found after messages of the same read: acted on in
         # `events_handled()`, once those messages have reached the application.
         self._deferred_failure: ProtocolError | None = None
+        self._deferred_close = False   # the same for the peer's Close
         self.should_close_transport = False
 
     # ---- what the peer sent -------------------------------------------
@@ -376,7 +377,18 @@ class WebSocketConnection:
         code, reason = decode_close_payload(payload)
         self.close_received = code
         self.close_reason = reason
+        messages_first = bool(self._events)
         self._events.append(CloseReceived(code, reason))
+        if messages_first:
+            # Events of the same read come before it: answer once they are
+            # handled (`events_handled`), so replies to them precede our Close
+            # (§5.5.1 lets an endpoint finish what it is sending first).
+            self._deferred_close = True
+        else:
+            self._answer_close()
+
+    def _answer_close(self) -> None:
+        code = self.close_received
         if self.state is State.OPEN:
             # §5.5.1: answer a Close with a Close, typically echoing the code.
             echoed = None if code == CLOSE_NO_STATUS else code
@@ -406,18 +418,22 @@ class WebSocketConnection:
 
     def events_handled(self) -> None:
         """Call once the application has acted on the events: fail now if the
-        data held a protocol error after them.
+        data held a protocol error after them, or answer a Close that followed them.
 
         §7.1.7 fails the connection on the bad frame; the messages the peer
         sent before it are still the peer's messages. Holding the failure
         until they are handled means a reply to them (an echo) is sent before
         the Close, in the order the peer's frames came (Autobahn 3.2, 4.1.3,
-        5.15: a valid message, then a bad frame, in one read).
+        5.15: a valid message, then a bad frame, in one read; 7.1.6: a
+        message, then a Close).
         """
         error = self._deferred_failure
         if error is not None:
             self._deferred_failure = None
             self._fail(error)
+        elif self._deferred_close:
+            self._deferred_close = False
+            self._answer_close()
 
     # ---- what we send -------------------------------------------------
 

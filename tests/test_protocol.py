@@ -571,7 +571,9 @@ def test_stream_of_every_kind_of_frame_gives_the_expected_events():
         TextMessage(""),
         CloseReceived(1000, "done"),
     ]
-    assert server.data_to_send() == b"\x8a\x0bmid-message" + b"\x88\x02\x03\xe8"
+    assert server.data_to_send() == b"\x8a\x0bmid-message"   # the Close waits for the app
+    server.events_handled()
+    assert server.data_to_send() == b"\x88\x02\x03\xe8"
 
 
 def test_stream_fed_one_byte_at_a_time_gives_the_same_events_as_fed_at_once():
@@ -579,13 +581,17 @@ def test_stream_fed_one_byte_at_a_time_gives_the_same_events_as_fed_at_once():
     at_once = WebSocketConnection(Role.SERVER)
     at_once.receive_data(stream)
 
+    at_once_events = at_once.events()
+    at_once.events_handled()   # as the I/O layer does after handing events out
+
     byte_by_byte = WebSocketConnection(Role.SERVER)
     events = []
     for i in range(len(stream)):
         byte_by_byte.receive_data(stream[i:i + 1])
         events.extend(byte_by_byte.events())
+        byte_by_byte.events_handled()
 
-    assert events == at_once.events()
+    assert events == at_once_events
     assert byte_by_byte.data_to_send() == at_once.data_to_send()
     assert byte_by_byte.state is at_once.state is State.CLOSED
 
@@ -598,12 +604,15 @@ def test_client_fed_one_byte_at_a_time_gives_the_same_events_as_fed_at_once():
     ])
     at_once = WebSocketConnection(Role.CLIENT)
     at_once.receive_data(stream)
+    at_once_events = at_once.events()
+    at_once.events_handled()
     byte_by_byte = WebSocketConnection(Role.CLIENT)
     events = []
     for i in range(len(stream)):
         byte_by_byte.receive_data(stream[i:i + 1])
         events.extend(byte_by_byte.events())
-    assert events == at_once.events() == [
+        byte_by_byte.events_handled()
+    assert events == at_once_events == [
         Ping(b"p"), TextMessage("Hello"), BinaryMessage(bytes(300)), BinaryMessage(bytes(65536)),
         CloseReceived(4000, ""),
     ]
@@ -738,6 +747,25 @@ def test_a_bad_frame_with_no_message_before_it_fails_at_once():
     server = WebSocketConnection(Role.SERVER)
     server.receive_data(from_client(0x3, b""))
     assert failed_with(server) == 1002
+
+
+def test_a_reply_to_a_message_before_the_peers_close_goes_out_before_our_close():
+    # Autobahn 7.1.6: a message, then a Close, in one read.
+    server = WebSocketConnection(Role.SERVER)
+    server.receive_data(from_client(OP_TEXT, b"Hello") + from_client(OP_CLOSE, b"\x03\xe8"))
+    events = server.events()
+    assert events == [TextMessage("Hello"), CloseReceived(1000, "")]
+    server.send_text("Hello")
+    server.events_handled()
+    assert [f.opcode for f in sent_frames(server)] == [OP_TEXT, OP_CLOSE]
+    assert server.state is State.CLOSED and server.should_close_transport
+
+
+def test_a_close_alone_is_answered_at_once():
+    server = WebSocketConnection(Role.SERVER)
+    server.receive_data(from_client(OP_CLOSE, b"\x03\xe8"))
+    assert server.state is State.CLOSED
+    assert [f.opcode for f in sent_frames(server)] == [OP_CLOSE]
 
 
 def test_nothing_after_a_deferred_failure_is_read():
