@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 3490
 
-.PHONY: run echo test bench clean
+.PHONY: run echo test bench bench-quick bench-refs clean conformance conformance-quick fuzz
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,51 @@ echo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: $(STAMP)
-	$(PY) -m bench
+# Benchmarks (benchmarks/, docs/performance.md): rawws beside websockets, aiohttp,
+# picows and Node's ws. The references go into .bench-venv and benchmarks/node,
+# never into rawws's dependencies; one that cannot be installed is skipped.
+BENCH_VENV  := .bench-venv
+BENCH_STAMP := $(BENCH_VENV)/.installed
+LOADGEN     := build/loadgen
+
+$(BENCH_STAMP):
+	-$(PYTHON) -m venv $(BENCH_VENV)
+	-$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	-$(BENCH_VENV)/bin/python -m pip install --quiet websockets aiohttp picows \
+	    || echo "bench: some references did not install; they will be reported as skipped"
+	mkdir -p $(BENCH_VENV) && touch $(BENCH_STAMP)
+
+$(LOADGEN): benchmarks/loadgen/loadgen.c
+	mkdir -p build
+	gcc -O2 -Wall -Wextra -o $@ $<
+
+bench-refs: $(BENCH_STAMP)
+	-@if command -v npm >/dev/null 2>&1; then \
+	    cd benchmarks/node && npm install --no-audit --no-fund --loglevel=error; \
+	else echo "bench: no npm, so Node's ws will be reported as skipped"; fi
+
+bench: $(STAMP) $(LOADGEN) bench-refs
+	$(PY) -m benchmarks
+
+bench-quick: $(STAMP) $(LOADGEN) bench-refs
+	$(PY) -m benchmarks --quick
+
+# The parser fuzz tests, long: FUZZ_SEEDS seeds, each test up to FUZZ_SECONDS
+# per seed (about 14 x 6 x 5 s = 7 minutes by default); `make test` runs them briefly.
+FUZZ_SEEDS   ?= 6
+FUZZ_SECONDS ?= 5
+fuzz: $(STAMP)
+	FUZZ_SEEDS=$(FUZZ_SEEDS) FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_ITERATIONS=10000000 \
+	    $(PY) -m pytest -q --timeout=0 tests/test_fuzz.py tests/test_fuzz_handshake.py
+
+# Autobahn|Testsuite, server and client side (docs/conformance.md); installs it when missing.
+conformance: $(STAMP)
+	bash tools/autobahn/install.sh
+	$(PY) tools/autobahn/run.py --mode full
+
+conformance-quick: $(STAMP)
+	bash tools/autobahn/install.sh
+	$(PY) tools/autobahn/run.py --mode quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

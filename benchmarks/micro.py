@@ -1,44 +1,85 @@
-"""In-process benchmarks of the sans-IO hot paths: mask(), frame parsing, frame encoding.
+"""rawws alone, in-process: frame parsing and encoding (the sans-IO hot paths, no sockets).
 
-No sockets here: these figures are the CPU cost of the protocol code alone,
-the ceiling for anything the server does with the same bytes.
+Not one of issue 8's scenarios, and no peer is measured: these rows show where
+rawws's per-frame time goes, for the optimisation work. Run by the harness as
+`python -m benchmarks.micro [--quick]`, pinned to the server's core; prints
+JSON rows [name, figure, unit, note]. CPU time, best of a few rounds.
 """
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import random
-from collections.abc import Iterator
+import sys
+import time
+from collections.abc import Callable, Iterator
 
-from rawws.frames import OP_BINARY, OP_TEXT, FrameParser, encode_frame, mask
+from rawws.frames import OP_BINARY, OP_TEXT, FrameParser, encode_frame
 from rawws.protocol import Role, WebSocketConnection
 
-from .core import KiB, MiB, Config, Result, best_rate, best_time, format_size
-
+KiB = 1024
+MiB = 1024 * KiB
 KEY = b"\x37\xfa\x21\x3d"
+Row = tuple[str, float, str, str]
 
 
-# ---- 1. mask() ----------------------------------------------------------
+def format_size(size: int) -> str:
+    for unit, scale in (("MiB", MiB), ("KiB", KiB)):
+        if size >= scale and size % scale == 0:
+            return f"{size // scale} {unit}"
+    return f"{size} B"
 
-def naive_mask(data: bytes, key: bytes) -> bytes:
-    """The per-byte loop that mask() replaces: the baseline."""
-    return bytes(byte ^ key[index & 3] for index, byte in enumerate(data))
+
+# ---- timing (CPU time, best of rounds) -------------------------------------
+
+def best_rate(call: Callable[[], object], work_per_call: float, *, rounds: int = 3,
+              round_time: float = 0.2, max_calls: int = 1_000_000) -> float:
+    """Units of work per CPU second: the best of `rounds` rounds.
+
+    Each round calls `call` until it has used `round_time` seconds of CPU, or
+    made `max_calls` calls, or taken four times `round_time` on the wall
+    clock, whichever comes first. The machine is shared, so the clock is this
+    process's CPU time (`time.process_time`): time spent descheduled while
+    other processes run is not counted, and the best round is the one least
+    disturbed by them (through the caches they share). Fast calls are made in
+    batches of about a millisecond between clock readings, since reading the
+    CPU clock is a system call that costs about as much as a small call.
+    """
+    cpu = time.process_time
+    wall = time.monotonic
+    started = cpu()
+    call()
+    single = cpu() - started
+    batch = max(1, min(10_000, max_calls, int(1e-3 / max(single, 1e-7))))
+    best = 0.0
+    for _ in range(rounds):
+        calls = 0
+        started = cpu()
+        wall_stop = wall() + 4 * round_time
+        while calls < max_calls:
+            for _ in range(batch):
+                call()
+            calls += batch
+            if cpu() - started >= round_time or wall() >= wall_stop:
+                break
+        elapsed = cpu() - started
+        best = max(best, calls * work_per_call / max(elapsed, 1e-9))
+    return best
 
 
-def bench_mask(config: Config) -> Iterator[Result]:
-    rounds = config.pick(5, 2)
-    round_time = config.pick(0.25, 0.05)
-    for size in (1 * KiB, 64 * KiB, 1 * MiB, 16 * MiB):
-        data = os.urandom(size)
-        rate = best_rate(lambda: mask(data, KEY), size, rounds=rounds, round_time=round_time,
-                         max_calls=config.pick(200_000, 20_000))
-        yield Result(f"mask() {format_size(size)}", rate / 1e6, "MB/s",
-                     f"rawws.frames.mask, best of {rounds}")
-    size = 64 * KiB
-    data = os.urandom(size)
-    assert naive_mask(data, KEY) == mask(data, KEY)
-    rate = best_rate(lambda: naive_mask(data, KEY), size, rounds=rounds, round_time=round_time,
-                     max_calls=100)
-    yield Result(f"naive per-byte mask {format_size(size)}", rate / 1e6, "MB/s", "baseline")
+def best_time(call: Callable[[], object], *, rounds: int = 3, budget: float = 2.0) -> float:
+    """CPU seconds taken by the fastest of up to `rounds` calls; no new call after `budget` s."""
+    best = float("inf")
+    cpu = time.process_time
+    stop = time.monotonic() + budget
+    for _ in range(rounds):
+        started = cpu()
+        call()
+        best = min(best, max(cpu() - started, 1e-9))
+        if time.monotonic() >= stop:
+            break
+    return best
 
 
 # ---- 2. frame parsing ---------------------------------------------------
@@ -80,29 +121,29 @@ def feed_parser(stream: bytes, expected: int) -> None:
         raise RuntimeError(f"parsed {frames} frames, expected {expected}")
 
 
-def bench_parse(config: Config) -> Iterator[Result]:
-    rounds = config.pick(3, 1)
-    count = config.pick(100_000, 5_000)
+def bench_parse(quick: bool) -> Iterator[Row]:
+    rounds = (1 if quick else 3)
+    count = (5_000 if quick else 100_000)
     stream = small_frame_stream(count)
     size_mb = len(stream) / 1e6
     note = f"{count:,} masked text frames of 20-100 B"
 
     seconds = best_time(lambda: feed_connection([stream], count), rounds=rounds)
-    yield Result("parse small frames, one buffer", count / seconds, "frames/s",
+    yield ("parse small frames, one buffer", count / seconds, "frames/s",
                  f"{note}, WebSocketConnection(SERVER)")
-    yield Result("parse small frames, one buffer", size_mb / seconds, "MB/s", "same run")
+    yield ("parse small frames, one buffer", size_mb / seconds, "MB/s", "same run")
 
     chunks = chunked(stream, 4 * KiB)
     seconds = best_time(lambda: feed_connection(chunks, count), rounds=rounds)
-    yield Result("parse small frames, 4 KiB chunks", count / seconds, "frames/s", note)
-    yield Result("parse small frames, 4 KiB chunks", size_mb / seconds, "MB/s", "same run")
+    yield ("parse small frames, 4 KiB chunks", count / seconds, "frames/s", note)
+    yield ("parse small frames, 4 KiB chunks", size_mb / seconds, "MB/s", "same run")
 
     seconds = best_time(lambda: feed_parser(stream, count), rounds=rounds)
-    yield Result("FrameParser alone, small frames", count / seconds, "frames/s",
+    yield ("FrameParser alone, small frames", count / seconds, "frames/s",
                  "no messages/events: the framing cost")
 
     # Large frames: 1 MiB payloads, fed whole and in the server's 256 KiB reads.
-    frame_count = config.pick(16, 2)
+    frame_count = (2 if quick else 16)
     payload = os.urandom(MiB)
     binary = b"".join(encode_frame(OP_BINARY, payload, mask_key=os.urandom(4))
                       for _ in range(frame_count))
@@ -115,7 +156,7 @@ def bench_parse(config: Config) -> Iterator[Result]:
                                        ("text, 256 KiB chunks", text, 256 * KiB)):
         parts = [stream_] if chunk_size is None else chunked(stream_, chunk_size)
         seconds = best_time(lambda: feed_connection(parts, frame_count), rounds=rounds)
-        yield Result(f"parse 1 MiB frames, {label}", total_mb / seconds, "MB/s",
+        yield (f"parse 1 MiB frames, {label}", total_mb / seconds, "MB/s",
                      f"{frame_count} frames" + (", UTF-8 checked" if "text" in label else ""))
 
     # One byte per receive_data() call: the cost per byte must not grow with the stream.
@@ -129,12 +170,12 @@ def bench_parse(config: Config) -> Iterator[Result]:
                 payload = b"x" * (size - 8)
                 cut = encode_frame(OP_BINARY, payload, mask_key=KEY)
                 expected = 1
-            if config.quick and size > 10_000:
+            if quick and size > 10_000:
                 continue
             single_bytes = [cut[index:index + 1] for index in range(len(cut))]
             seconds = best_time(lambda: feed_connection(single_bytes, expected), rounds=rounds,
                                 budget=5.0)
-            yield Result(f"parse 1 byte at a time, {kind}, {len(cut) // 1000} KB",
+            yield (f"parse 1 byte at a time, {kind}, {len(cut) // 1000} KB",
                          seconds / len(cut) * 1e9, "ns/byte",
                          f"{expected:,} frame(s); flat ns/byte = linear")
 
@@ -151,20 +192,20 @@ def _whole_frames(stream: bytes) -> int:
 
 # ---- 3. encoding --------------------------------------------------------
 
-def bench_encode(config: Config) -> Iterator[Result]:
-    rounds = config.pick(3, 1)
-    round_time = config.pick(0.25, 0.05)
-    max_calls = config.pick(1_000_000, 50_000)
+def bench_encode(quick: bool) -> Iterator[Row]:
+    rounds = (1 if quick else 3)
+    round_time = (0.05 if quick else 0.25)
+    max_calls = (50_000 if quick else 1_000_000)
     for size in (32, 1 * KiB, 64 * KiB, 1 * MiB):
         payload = os.urandom(size)
         for role, key in (("server, unmasked", None), ("client, masked", KEY)):
             rate = best_rate(lambda: encode_frame(OP_BINARY, payload, mask_key=key), 1,
                              rounds=rounds, round_time=round_time, max_calls=max_calls)
             if size < 64 * KiB:
-                yield Result(f"encode_frame {format_size(size)}, {role}", rate, "frames/s",
+                yield (f"encode_frame {format_size(size)}, {role}", rate, "frames/s",
                              f"{1e6 / rate:.2f} µs/frame")
             else:
-                yield Result(f"encode_frame {format_size(size)}, {role}", rate * size / 1e6,
+                yield (f"encode_frame {format_size(size)}, {role}", rate * size / 1e6,
                              "MB/s", f"{rate:,.0f} frames/s")
     # The whole send path of one message: send_text() + data_to_send().
     for role in (Role.SERVER, Role.CLIENT):
@@ -176,5 +217,18 @@ def bench_encode(config: Config) -> Iterator[Result]:
             connection.data_to_send()
 
         rate = best_rate(send_one, 1, rounds=rounds, round_time=round_time, max_calls=max_calls)
-        yield Result(f"send_text 32 B + data_to_send, {role.value}", rate, "msgs/s",
+        yield (f"send_text 32 B + data_to_send, {role.value}", rate, "msgs/s",
                      f"{1e6 / rate:.2f} µs/message")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    rows = [*bench_parse(args.quick), *bench_encode(args.quick)]
+    print(json.dumps([list(row) for row in rows]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

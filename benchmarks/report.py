@@ -1,0 +1,426 @@
+"""From runs to medians, ratios and targets; the terminal table, results.md and results.json.
+
+Only ratios measured in the same run are compared. Absolute figures are
+printed, but they depend on the machine and on what else it was doing.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+from .runner import Run, median
+from .scenarios import SCENARIO_TITLES, Case
+from .targets import Server
+
+MASK_TARGET_MB_S = 600.0         # "masking >= 0.6 GB/s at 1 MiB pure Python"
+IDLE_TARGET_KIB = 7.0            # "10,000 idle <= 7 KiB RSS/conn"
+MASK_SIZES = ("125", "4096", "1048576")
+MASK_SIZE_NAMES = {"125": "125 B", "4096": "4 KiB", "1048576": "1 MiB"}
+
+
+# ---- numbers ---------------------------------------------------------------
+
+def format_figure(value: float | None) -> str:
+    """Figures to about three significant digits; '-' for nothing measured."""
+    if value is None:
+        return "-"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def ratio(ours: float | None, theirs: float | None) -> float | None:
+    """ours / theirs, or None when either is missing (or theirs is 0)."""
+    if ours is None or theirs is None or theirs == 0:
+        return None
+    return ours / theirs
+
+
+def format_ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+# ---- summaries ---------------------------------------------------------------
+
+def summarize(runs: Iterable[Run]) -> dict[str, dict[str, dict]]:
+    """case key -> server key -> medians over the repeats (and what failed)."""
+    grouped: dict[str, dict[str, list[Run]]] = {}
+    for run in runs:
+        grouped.setdefault(run.case, {}).setdefault(run.server, []).append(run)
+    summary: dict[str, dict[str, dict]] = {}
+    for case, by_server in grouped.items():
+        summary[case] = {}
+        for server, group in by_server.items():
+            good = [run for run in group if run.error is None]
+            summary[case][server] = {
+                "median": median(run.figure for run in good),
+                "values": [run.figure for run in group],
+                "runs": len(group),
+                "failed": len(group) - len(good),
+                "errors": sorted({run.error for run in group if run.error}),
+                "p50_us": median(run.report.get("p50_us") for run in good),
+                "p99_us": median(run.report.get("p99_us") for run in good),
+                "loadgen_cpu": median(run.report.get("loadgen_cpu") for run in good),
+                "server_cpu": median(run.server_cpu for run in good),
+                "rss_before_kib": median(run.rss_before_kib for run in group),
+                "rss_peak_kib": median(run.rss_peak_kib for run in group),
+                "rss_after_kib": median(run.rss_after_kib for run in group),
+                "rss_settled_kib": median(run.rss_settled_kib for run in group),
+                "growing": any(run.growing for run in group),
+            }
+    return summary
+
+
+def summarize_masking(raw: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, float]]:
+    """implementation -> size -> median MB/s."""
+    return {name: {size: median(rates) for size, rates in sizes.items()}
+            for name, sizes in raw.items()}
+
+
+def figure(summary: dict, case: str, server: str) -> float | None:
+    return summary.get(case, {}).get(server, {}).get("median")
+
+
+# ---- targets (issue 8) ---------------------------------------------------------
+
+def _target(text: str, measured: str, met: bool | None, note: str = "") -> dict:
+    return {"target": text, "measured": measured, "met": met, "note": note}
+
+
+def _at_least(summary: dict, case: str, reference: str, factor: float = 1.0) -> tuple[str, bool | None]:
+    ours, theirs = figure(summary, case, "rawws"), figure(summary, case, reference)
+    if ours is None or theirs is None:
+        return f"rawws {format_figure(ours)}, {reference} {format_figure(theirs)}", None
+    return (f"rawws {format_figure(ours)}, {reference} {format_figure(theirs)} "
+            f"({format_ratio(ratio(ours, theirs))})", ours >= factor * theirs)
+
+
+def evaluate_targets(summary: dict, masking: dict[str, dict[str, float]],
+                     cases: list[Case]) -> list[dict]:
+    """Each rawws target of issue 8, with what this run measured and whether it is met."""
+    keys = {case.key for case in cases}
+    out = []
+    for conns in (1, 64):
+        case = f"echo: 32 B text, {conns} conn{'s' * (conns > 1)}"
+        if case in keys:
+            measured, met = _at_least(summary, case, "aiohttp")
+            out.append(_target(f"echo 32 B round trips/s >= aiohttp, {conns} conn"
+                               f"{'s' * (conns > 1)}", measured, met))
+    for size in ("1 MiB", "16 MiB"):
+        case = f"throughput: {size} binary"
+        if case in keys:
+            measured, met = _at_least(summary, case, "websockets")
+            out.append(_target(f"throughput {size} >= websockets", measured, met))
+    rawws_mask = masking.get("rawws (pure Python)", {}).get("1048576")
+    if rawws_mask is not None:
+        out.append(_target("masking >= 0.6 GB/s at 1 MiB, pure Python",
+                           f"{format_figure(rawws_mask)} MB/s", rawws_mask >= MASK_TARGET_MB_S))
+    for case in sorted(key for key in keys if key.startswith("fanout:")):
+        measured, met = _at_least(summary, case, "websockets", 2.0)
+        clients = case.split(": ", 1)[1]
+        out.append(_target(f"chat fan-out, {clients}: >= 2x websockets", measured, met))
+    for case in sorted(key for key in keys if key.startswith("idle:")):
+        ours = figure(summary, case, "rawws")
+        full = case == "idle: 10,000 connections"
+        out.append(_target("10,000 idle connections: <= 7 KiB RSS/conn",
+                           f"{format_figure(ours)} KiB/conn ({case.split(': ', 1)[1]})",
+                           None if ours is None else ours <= IDLE_TARGET_KIB,
+                           "" if full else "measured with fewer connections (quick run)"))
+    case = "handshakes: 16 at a time"
+    if case in keys:
+        measured, met = _at_least(summary, case, "aiohttp")
+        out.append(_target("handshakes/s >= aiohttp", measured, met))
+    growing = sorted(case for case, by_server in summary.items()
+                     if by_server.get("rawws", {}).get("growing"))
+    checked = [case for case, by_server in summary.items() if "rawws" in by_server]
+    out.append(_target("no scenario leaves rawws's memory growing after the load stops",
+                       "growing after: " + ", ".join(growing) if growing
+                       else f"not growing in any of {len(checked)} cases",
+                       None if not checked else not growing))
+    return out
+
+
+# ---- is the load generator the limit? ---------------------------------------------
+
+def loadgen_check(summary: dict, cases: list[Case], servers: list[Server]) -> list[dict]:
+    """Per case: the fastest reference and rawws, with the generator's CPU share for each."""
+    rows = []
+    for case in cases:
+        if case.mode == "idle" or case.key not in summary:
+            continue
+        by_server = summary[case.key]
+        references = [(by_server[s.key]["median"], s) for s in servers
+                      if s.key != "rawws" and s.key in by_server
+                      and by_server[s.key]["median"] is not None]
+        if not references:
+            continue
+        best, fastest = max(references, key=lambda pair: pair[0])
+        ours = by_server.get("rawws", {})
+        rows.append({
+            "case": case.key, "unit": case.unit,
+            "fastest": fastest.label, "fastest_figure": best,
+            "fastest_loadgen_cpu": by_server[fastest.key]["loadgen_cpu"],
+            "fastest_server_cpu": by_server[fastest.key]["server_cpu"],
+            "rawws_figure": ours.get("median"),
+            "rawws_loadgen_cpu": ours.get("loadgen_cpu"),
+            "rawws_server_cpu": ours.get("server_cpu"),
+            "drove_faster": ours.get("median") is not None and best > ours["median"],
+        })
+    return rows
+
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.0f}%"
+
+
+# ---- tables ---------------------------------------------------------------------
+
+def figure_cell(entry: dict | None) -> str:
+    if entry is None:
+        return "-"
+    text = format_figure(entry["median"])
+    if entry["failed"]:
+        text += f" ({entry['failed']}/{entry['runs']} failed)"
+    return text
+
+
+def case_table(case_list: list[Case], summary: dict, servers: list[Server]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: the median figure per server, then rawws / each reference."""
+    refs = [s for s in servers if s.key != "rawws"]
+    header = ["case", "unit", *[s.label for s in servers], *[f"rawws/{s.label}" for s in refs]]
+    rows = []
+    for case in case_list:
+        by_server = summary.get(case.key, {})
+        ours = by_server.get("rawws", {}).get("median")
+        cells = [case.name, case.unit]
+        for s in servers:
+            cells.append("skipped" if s.skipped else figure_cell(by_server.get(s.key)))
+        for s in refs:
+            cells.append(format_ratio(ratio(ours, by_server.get(s.key, {}).get("median"))))
+        rows.append(cells)
+    return header, rows
+
+
+def latency_table(case_list: list[Case], summary: dict, servers: list[Server],
+                  unit: str = "µs") -> tuple[list[str], list[list[str]]]:
+    """p50 / p99 per server."""
+    header = ["case", *[f"{s.label} p50/p99 {unit}" for s in servers if not s.skipped]]
+    rows = []
+    for case in case_list:
+        cells = [case.name]
+        for s in servers:
+            if s.skipped:
+                continue
+            entry = summary.get(case.key, {}).get(s.key)
+            if entry is None or entry["p50_us"] is None:
+                cells.append("-")
+                continue
+            scale = 1000.0 if unit == "ms" else 1.0
+            cells.append(f"{format_figure(entry['p50_us'] / scale)} / "
+                         f"{format_figure(entry['p99_us'] / scale)}")
+        rows.append(cells)
+    return header, rows
+
+
+def memory_table(cases: list[Case], summary: dict, servers: list[Server]) -> tuple[list[str], list[list[str]]]:
+    header = ["case", "server", "RSS before MiB", "peak MiB", "0.3 s after MiB",
+              "1 s after MiB", "still growing?"]
+    rows = []
+    for case in cases:
+        for s in servers:
+            entry = summary.get(case.key, {}).get(s.key)
+            if entry is None:
+                continue
+            mib = [None if entry[k] is None else entry[k] / 1024 for k in
+                   ("rss_before_kib", "rss_peak_kib", "rss_after_kib", "rss_settled_kib")]
+            rows.append([case.key, s.label, *[format_figure(v) for v in mib],
+                         "YES" if entry["growing"] else "no"])
+    return header, rows
+
+
+def masking_table(masking: dict[str, dict[str, float]]) -> tuple[list[str], list[list[str]]]:
+    ours = masking.get("rawws (pure Python)", {})
+    header = ["implementation", *[f"{MASK_SIZE_NAMES[s]} MB/s" for s in MASK_SIZES],
+              "rawws/it at 1 MiB"]
+    rows = []
+    for name, sizes in masking.items():
+        rows.append([name, *[format_figure(sizes.get(s)) for s in MASK_SIZES],
+                     format_ratio(ratio(ours.get("1048576"), sizes.get("1048576")))])
+    return header, rows
+
+
+def render_text(header: list[str], rows: list[list[str]]) -> str:
+    """A plain aligned table: first column left, the others right."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(str(cell).ljust(width) if index == 0 else str(cell).rjust(width)
+                         for index, (cell, width) in enumerate(zip(cells, widths))).rstrip()
+    return "\n".join([line(header), "  ".join("-" * width for width in widths),
+                      *[line(row) for row in rows]])
+
+
+def render_markdown(header: list[str], rows: list[list[str]]) -> str:
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |"
+    align = ["---"] + ["---:"] * (len(header) - 1)
+    return "\n".join([line(header), line(align), *[line(row) for row in rows]])
+
+
+def scenario_groups(cases: list[Case], masking: bool = False) -> list[tuple[str, list[Case]]]:
+    """Cases by scenario, in the issue's order; masking (no cases, in-process) in its place."""
+    groups: dict[str, list[Case]] = {}
+    for case in cases:
+        groups.setdefault(case.scenario, []).append(case)
+    if masking:
+        groups["masking"] = []
+    return [(name, groups[name]) for name in SCENARIO_TITLES if name in groups]
+
+
+# ---- the whole report -----------------------------------------------------------------
+
+def terminal_report(meta: dict, cases: list[Case], servers: list[Server], summary: dict,
+                    masking: dict, targets: list[dict]) -> str:
+    parts = [f"rawws benchmarks {meta['date']}: {meta['cpu']}, {meta['cores']} cores, "
+             f"load average {meta['load_before']:.2f} -> {meta['load_after']:.2f}, "
+             f"{meta['repeats']} repeat(s), medians"]
+    for scenario, group in scenario_groups(cases, bool(masking)):
+        if scenario == "masking":
+            parts += ["", SCENARIO_TITLES[scenario], render_text(*masking_table(masking))]
+            continue
+        parts += ["", SCENARIO_TITLES[scenario], render_text(*case_table(group, summary, servers))]
+        if scenario in ("echo", "fanout"):
+            parts.append(render_text(*latency_table(group, summary, servers,
+                                                    "ms" if scenario == "fanout" else "µs")))
+    parts += ["", "Targets (issue 8):"]
+    for target in targets:
+        verdict = {True: "met", False: "NOT met", None: "not measured"}[target["met"]]
+        parts.append(f"  [{verdict:>12}] {target['target']}: {target['measured']}")
+    return "\n".join(parts)
+
+
+def markdown_report(meta: dict, cases: list[Case], servers: list[Server], summary: dict,
+                    masking: dict, targets: list[dict], checks: list[dict],
+                    micro: list[list] | None) -> str:
+    out = ["# rawws benchmark results", "",
+           f"Written by `{meta['command']}` on {meta['date']} ({meta['elapsed_s']:.0f} s). "
+           "Regenerate with `make bench`; `make bench-quick` is a smoke check and "
+           "does not write this file unless asked.", "",
+           "**Compare ratios, not absolute figures.** Every server was measured in this one "
+           "run on this one machine, alternately (A B C A B C...), and each figure is the "
+           f"median of {meta['repeats']} run(s). The machine is a shared 2-core VM: other "
+           "engineers' tests ran on it at the same time (load average "
+           f"{meta['load_before']:.2f} at the start, {meta['load_after']:.2f} at the end), so "
+           "absolute figures move from run to run, and p99 latencies include the time the "
+           "server spent descheduled.", "",
+           "## Machine and versions", "",
+           f"- CPU: {meta['cpu']} ({meta['cores']} cores); memory {meta['memory']}; "
+           f"{meta['kernel']}",
+           f"- Pinning: {meta['pinning']}",
+           f"- Load generator: `benchmarks/loadgen/loadgen.c` ({meta['compiler']}, -O2), "
+           "one thread, epoll; no compression offered to any server",
+           f"- Python {meta['python']} (rawws); references in `.bench-venv`: "
+           f"Python {meta['bench_python'] or '-'}"]
+    for s in servers:
+        version = meta.get("versions", {}).get(s.key, s.version)
+        out.append(f"- {s.label}: " + (f"skipped ({s.skipped})" if s.skipped else version))
+    out += ["", "Servers: `python -m rawws.echo` and `python -m chat --rate 0 --flood-kick 0` "
+            "(rawws); `benchmarks/servers/*` for the references, each written the way its "
+            "library documents (defaults kept, message size limits raised to 32 MiB for "
+            "the echo servers). Every chat server speaks beej-chat-protocol v1.", ""]
+
+    out += ["## Targets (issue 8)", "", render_markdown(
+        ["target", "measured in this run", "met?"],
+        [[t["target"], t["measured"] + (f" ({t['note']})" if t["note"] else ""),
+          {True: "yes", False: "**no**", None: "not measured"}[t["met"]]] for t in targets]), ""]
+
+    for scenario, group in scenario_groups(cases, bool(masking)):
+        out += [f"## {SCENARIO_TITLES[scenario]}", "", _scenario_note(scenario), ""]
+        if scenario == "masking":
+            out += [render_markdown(*masking_table(masking)), ""]
+            continue
+        out += [render_markdown(*case_table(group, summary, servers)), ""]
+        if scenario in ("echo", "fanout"):
+            label = "Delivery delay" if scenario == "fanout" else "Round-trip latency"
+            out += [f"{label}, median of the runs' p50 and p99:", "",
+                    render_markdown(*latency_table(group, summary, servers,
+                                                   "ms" if scenario == "fanout" else "µs")), ""]
+
+    out += ["## Is the load generator the bottleneck?", "",
+            "For each case: the fastest reference and rawws under the same generator, with the "
+            "share of one core the generator used (CPU time / measured time; on loopback this "
+            "includes the kernel's TCP work for the packets it sends) and the server's share "
+            "of its core. A reference driven faster than rawws shows the generator had room "
+            "to go faster with rawws; a server near 100% of its core is the limit.", "",
+            render_markdown(
+                ["case", "fastest reference", "its figure", "generator CPU", "its server CPU",
+                 "rawws", "generator CPU", "rawws server CPU"],
+                [[c["case"], c["fastest"], format_figure(c["fastest_figure"]),
+                  percent(c["fastest_loadgen_cpu"]), percent(c["fastest_server_cpu"]),
+                  format_figure(c["rawws_figure"]), percent(c["rawws_loadgen_cpu"]),
+                  percent(c["rawws_server_cpu"])] for c in checks]), ""]
+    faster = [c for c in checks if c["drove_faster"]]
+    out += [f"The generator drove the fastest reference faster than rawws in {len(faster)} of "
+            f"{len(checks)} cases.", ""]
+
+    out += ["## Server memory around each run", "",
+            "RSS (VmRSS) before the load, the peak (VmHWM), and 0.3 s and 1 s after the load "
+            "stopped; \"still growing\" means more than 0.5 MiB gained between those last two "
+            "readings in any repeat. Medians of the repeats. Memory that stays at the peak "
+            "after the load is retained (CPython rarely hands freed memory back to the system), "
+            "not growing; telling retained from leaked needs the same load repeated against "
+            "one server process, which these runs (a fresh server each) do not do.", "",
+            render_markdown(*memory_table(cases, summary, servers)), ""]
+
+    failures = [(case, server, entry) for case, by_server in summary.items()
+                for server, entry in by_server.items() if entry["errors"]]
+    if failures:
+        out += ["## Failed runs", ""]
+        out += [f"- {case}, {server}: {'; '.join(entry['errors'])[:300]}"
+                for case, server, entry in failures]
+        out.append("")
+    if micro:
+        out += ["## rawws alone: parsing and encoding in-process", "",
+                "`benchmarks/micro.py`: not a comparison, a map of where rawws's time goes "
+                "(CPU time, best of a few rounds).", "",
+                render_markdown(["benchmark", "figure", "unit", "notes"],
+                                [[row[0], format_figure(row[1]), row[2], row[3]]
+                                 for row in micro]), ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _scenario_note(scenario: str) -> str:
+    return {
+        "echo": "Each connection has one message in flight: send, wait for the echo, send "
+                "again. Round trips per second over the measured window (after a warm-up), "
+                "all connections together. Ratios above 1 mean rawws did more.",
+        "throughput": "One connection echoes binary messages, one in flight; MB/s is message "
+                      "bytes echoed per second (each byte crosses the socket twice).",
+        "fanout": "N receivers and one sender join the room; the sender keeps at most 10 "
+                  "messages not yet delivered to every receiver. Deliveries/s counts messages "
+                  "received by receivers (the sender's own copies are not counted), from the "
+                  "first send to the last delivery. The joins before it (N x N/2 deliveries) "
+                  "are not timed.",
+        "idle": "(RSS with every connection open and idle for 1 s - RSS before) / "
+                "connections. Lower is better, so a ratio below 1 favours rawws.",
+        "handshakes": "16 connections at a time, each: TCP connect, opening handshake, Close "
+                      "handshake, TCP close by the server; handshakes/s counts completed ones.",
+        "masking": "MB/s of payload masked, CPU time, median of rounds that alternate between "
+                   "the implementations. Masking is its own inverse, so this is unmasking too. "
+                   "aiohttp's functions mask a bytearray in place; the copy into one is "
+                   "counted, as rawws returns new bytes.",
+    }[scenario]
+
+
+def write_json(path: Path, meta: dict, runs: list[Run], summary: dict, masking_raw: dict,
+               masking: dict, targets: list[dict], checks: list[dict],
+               micro: list[list] | None) -> None:
+    data = {"meta": meta, "targets": targets, "summary": summary, "loadgen_check": checks,
+            "masking": {"median_mb_s": masking, "rounds_mb_s": masking_raw},
+            "micro": micro, "runs": [run.to_json() for run in runs]}
+    path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -1,0 +1,86 @@
+"""The cases `make bench` measures (issue 8's scenarios 1, 2, 4, 5 and 6; 3 is masking.py).
+
+Each case names the server kind it needs (echo or chat), the load generator's
+mode and arguments, and the figure taken from its report.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+@dataclass(frozen=True)
+class Case:
+    """One row of the report: measured for every server, R times, alternately."""
+
+    scenario: str             # echo, throughput, fanout, idle, handshakes
+    name: str                 # e.g. "32 B, 64 conns"
+    kind: str                 # which server: "echo" or "chat"
+    mode: str                 # the load generator's mode
+    args: tuple[str, ...]     # its arguments (all but --port and --timeout)
+    metric: str               # the figure: a key of the generator's report, or rss_per_conn_kib
+    unit: str
+    higher_is_better: bool = True
+    timeout: float = 120.0    # seconds for the whole load generator run
+    conns: int = 0            # idle: how many connections
+
+    @property
+    def key(self) -> str:
+        return f"{self.scenario}: {self.name}"
+
+
+def size_name(size: int) -> str:
+    if size >= MiB and size % MiB == 0:
+        return f"{size // MiB} MiB"
+    if size >= KiB and size % KiB == 0:
+        return f"{size // KiB} KiB"
+    return f"{size} B"
+
+
+SCENARIO_TITLES = {
+    "echo": "1. Echo round trips (one message in flight per connection)",
+    "throughput": "2. Throughput (binary echo, one connection, one message in flight)",
+    "masking": "3. Masking and unmasking alone (in-process, CPU time)",
+    "fanout": "4. Chat fan-out (beej-chat-protocol v1, one sender)",
+    "idle": "5. Idle connections (server RSS per open WebSocket)",
+    "handshakes": "6. Connection setup (open, handshake, Close, in a loop)",
+}
+
+
+def cases(quick: bool = False) -> list[Case]:
+    """Every case of a full run, or the quick run's small subset."""
+    duration = "1.0" if quick else "2.0"
+    warmup = "0.3" if quick else "0.5"
+    out: list[Case] = []
+    echo_conns = (1, 64) if quick else (1, 10, 64, 100)
+    echo_sizes = (32,) if quick else (32, KiB)
+    for size in echo_sizes:
+        for conns in echo_conns:
+            out.append(Case("echo", f"{size_name(size)} text, {conns} conn{'s' * (conns > 1)}",
+                            "echo", "echo",
+                            ("--conns", str(conns), "--size", str(size), "--duration", duration,
+                             "--warmup", warmup),
+                            "round_trips_per_s", "round trips/s"))
+    for size in ((MiB,) if quick else (64 * KiB, MiB, 16 * MiB)):
+        seconds = duration if size < 16 * MiB else ("2.0" if quick else "4.0")
+        out.append(Case("throughput", f"{size_name(size)} binary", "echo", "throughput",
+                        ("--size", str(size), "--duration", seconds, "--warmup", warmup),
+                        "mb_per_s", "MB/s"))
+    fanout = ((100, 500),) if quick else ((100, 3000), (1000, 400))
+    for receivers, messages in fanout:
+        out.append(Case("fanout", f"{receivers} clients", "chat", "fanout",
+                        ("--conns", str(receivers), "--messages", str(messages),
+                         "--window", "10", "--duration", "8" if quick else "15",
+                         # the leaves at the end are N x N/2 deliveries too: let them finish
+                         "--close-timeout", "30"),
+                        "deliveries_per_s", "deliveries/s", timeout=200.0))
+    idle = 2000 if quick else 10_000
+    out.append(Case("idle", f"{idle:,} connections", "echo", "idle", (),
+                    "rss_per_conn_kib", "KiB/conn", higher_is_better=False, timeout=120.0,
+                    conns=idle))
+    out.append(Case("handshakes", "16 at a time", "echo", "handshakes",
+                    ("--conns", "16", "--duration", duration),
+                    "handshakes_per_s", "handshakes/s"))
+    return out
