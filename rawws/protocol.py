@@ -482,9 +482,12 @@ class WebSocketConnection:
         window (`rawws.deflate.compress_once`), which only a connection that
         agreed to server_no_context_takeover may be sent.
         """
-        if self.role is not Role.SERVER:
-            raise ValueError("a client masks each frame with its own key")
-        self._check_whole_message()
+        # Hot path (a broadcast calls it once per recipient): one combined
+        # test, the reasons sorted out only when it fails.
+        if self.state is not State.OPEN or self._sending_opcode is not None or self._mask_keys:
+            if self.role is not Role.SERVER:
+                raise ValueError("a client masks each frame with its own key")
+            self._check_whole_message()
         self._outgoing.append(frame)
 
     def _check_whole_message(self) -> None:

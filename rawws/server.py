@@ -143,10 +143,13 @@ class WebSocket:
 
     def send_frame_bytes(self, frame: bytes) -> bool:
         """Queue an already-encoded frame: a broadcast encodes once for all (hot path)."""
-        if self._ws.state is not State.OPEN:
+        ws = self._ws
+        if ws.state is not State.OPEN:
             return False
-        self._ws.send_frame_bytes(frame)
-        self._conn.output_ready()
+        ws.send_frame_bytes(frame)
+        conn = self._conn
+        if not conn.dirty:   # the first frame for it this loop turn: flush it then
+            conn.output_ready()
         return True
 
     def ping(self, payload: bytes = b"") -> bool:
