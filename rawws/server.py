@@ -454,15 +454,9 @@ class _Connection:
         elif data and not self.out:
             # The usual case: nothing queued, so send directly and copy only
             # the part the kernel did not take.
-            try:
-                sent = self.sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                self.teardown()
+            sent = self.send_some(data)
+            if sent < 0:
                 return
-            if self.tap is not None:
-                self.tap.outgoing(data[:sent])
             if sent < len(data):
                 self.out += memoryview(data)[sent:]
             self.after_write()
@@ -470,19 +464,27 @@ class _Connection:
             self.out += data
             self.write_out()
 
+    def send_some(self, data: bytes | bytearray | memoryview) -> int:
+        """Send what the kernel takes of `data` now: the count, or -1 when the
+        connection broke (it is torn down)."""
+        try:
+            sent = self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError:
+            self.teardown()
+            return -1
+        if self.tap is not None:
+            self.tap.outgoing(data[:sent])
+        return sent
+
     def write_out(self) -> None:
         """Send what is queued (the socket is writable, or may be)."""
         out = self.out
         if out:
-            try:
-                sent = self.sock.send(out)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                self.teardown()
+            sent = self.send_some(out)
+            if sent < 0:
                 return
-            if self.tap is not None:
-                self.tap.outgoing(out[:sent])
             del out[:sent]
             if sent and self.ws is None:
                 # A file going out to a slow reader: the handshake timeout

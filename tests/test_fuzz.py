@@ -341,14 +341,19 @@ HTTP_BYTES = [b"\r", b"\n", b"\r\n", b"\r\n\r\n", b" ", b"\t", b":", b"\x00", b"
               b"HTTP/1.1", b"HTTP/9.9", b"Host: x\r\n", b"Content-Length: -1\r\n", b"a" * 300]
 
 
-def mutate_head(rng: random.Random, data: bytes) -> bytes:
-    if rng.random() < 0.5:
-        return mutate(rng, data)
+def insert_tokens(rng: random.Random, data: bytes, tokens: list[bytes]) -> bytes:
+    """`data` with one to three of `tokens` inserted at random places."""
     data = bytearray(data)
     for _ in range(rng.randint(1, 3)):
         position = rng.randint(0, len(data))
-        data[position:position] = rng.choice(HTTP_BYTES)
+        data[position:position] = rng.choice(tokens)
     return bytes(data)
+
+
+def mutate_head(rng: random.Random, data: bytes) -> bytes:
+    if rng.random() < 0.5:
+        return mutate(rng, data)
+    return insert_tokens(rng, data, HTTP_BYTES)
 
 
 def parse_requests(chunks: list[bytes], limits: dict, label: str) -> list[Request | int]:

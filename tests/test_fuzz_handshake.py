@@ -31,8 +31,8 @@ from rawws.handshake import (accept_key, accept_response, check_response, is_upg
                              offered_subprotocols, validate_request)
 from rawws.http import Request, RequestParser, Response, find_head_end, parse_response_head
 from rawws.origin import OriginPolicy
-from tests.test_fuzz import (HTTP_BYTES, SEEDS, deadline_runs, mutate, mutate_head,
-                             random_chunks, random_frame)
+from tests.test_fuzz import (HTTP_BYTES, SEEDS, deadline_runs, insert_tokens, mutate,
+                             mutate_head, random_chunks, random_frame)
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="          # RFC 6455 §1.3's sample key
 SERVER_SUBPROTOCOLS = ("chat", "superchat", "beej-chat-protocol-v2")
@@ -64,11 +64,7 @@ HANDSHAKE_BYTES = HTTP_BYTES + [b",", b";", b"=", b"\"", b"Upgrade: websocket\r\
 def mutate_handshake(rng: random.Random, data: bytes) -> bytes:
     if rng.random() < 0.6:
         return mutate_head(rng, data)
-    data = bytearray(data)
-    for _ in range(rng.randint(1, 3)):
-        position = rng.randint(0, len(data))
-        data[position:position] = rng.choice(HANDSHAKE_BYTES)
-    return bytes(data)
+    return insert_tokens(rng, data, HANDSHAKE_BYTES)
 
 
 # ---- the server side ---------------------------------------------------------------------
