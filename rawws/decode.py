@@ -17,7 +17,8 @@ import argparse
 import string
 import sys
 
-from .trace import FrameAnnotator, IncompleteFrame, header_line, parse_header
+from .trace import (FrameAnnotator, IncompleteFrame, check_header, header_line, parse_header,
+                    partial_header)
 
 DEFAULT_HEX_LIMIT = 64       # payload bytes shown as hex: 4 lines
 DEFAULT_TEXT_LIMIT = 1000    # payload bytes shown as text
@@ -62,15 +63,23 @@ def decode(data: bytes, *, sender: str | None = None, deflate: bool = False,
         try:
             header = parse_header(data, pos)
         except IncompleteFrame as error:
-            lines += [f"frame {number}: from byte {pos}, incomplete", f"  error: {error}"]
+            lines.append(f"frame {number}: from byte {pos}, incomplete")
+            partial = partial_header(data, pos)
+            if partial is not None:   # what the header shows so far, and the rules it breaks
+                lines.append("  " + header_line(partial))
+                lines += [f"  {finding}" for finding in
+                          check_header(partial, allow_rsv1=deflate, sender=sender)]
+            lines.append(f"  error: {error}")
             return lines, False
         end = header.end
         if end > len(data):
             have = len(data) - pos - header.size
             start = pos + header.size
             lines += [f"frame {number}: from byte {pos}, incomplete",
-                      "  " + header_line(header),
-                      f"  error: incomplete: payload of {header.length} bytes at bytes "
+                      "  " + header_line(header)]
+            lines += [f"  {finding}" for finding in
+                      check_header(header, allow_rsv1=deflate, sender=sender)]
+            lines += [f"  error: incomplete: payload of {header.length} bytes at bytes "
                       f"{start}-{start + header.length - 1}, have {have} ({header.length - have} "
                       "missing)"]
             return lines, False

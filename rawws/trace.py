@@ -176,6 +176,29 @@ def parse_header(data: bytes | bytearray, start: int = 0) -> FrameHeader:
                        length_form=form, mask_key=key, size=pos - start)
 
 
+def partial_header(data: bytes | bytearray, start: int = 0) -> FrameHeader | None:
+    """The header fields the bytes so far show, for a header cut before its end:
+    None until its length is whole; the masking key, if not all there, is None.
+    So the rules a header breaks can be named even when the frame is incomplete."""
+    have = len(data) - start
+    if have < 2:
+        return None
+    second = data[start + 1]
+    length = second & LENGTH_BITS
+    size = {LENGTH_16BIT: 4, LENGTH_64BIT: 10}.get(length, 2)
+    if have < size:
+        return None
+    try:
+        return parse_header(data, start)
+    except IncompleteFrame:    # only the masking key is missing
+        padded = bytes(data[start:start + size]) + bytes(MASK_KEY_SIZE)
+        header = parse_header(padded)
+        return FrameHeader(offset=start, fin=header.fin, rsv1=header.rsv1, rsv2=header.rsv2,
+                           rsv3=header.rsv3, opcode=header.opcode, masked=True,
+                           length=header.length, length_form=header.length_form,
+                           mask_key=None, size=header.size)
+
+
 def opcode_name(opcode: int) -> str:
     """TEXT, PING...; §5.2 reserves 0x3-0x7 (data) and 0xB-0xF (control)."""
     if opcode in OPCODE_NAMES:

@@ -187,12 +187,18 @@ def test_decode_checks_the_masking_rule_for_a_named_sender(capsys):
                  "have 3"),
     ("82 7f 00 00", "error: incomplete: header says 64-bit length (len=127), need 10 bytes, "
                     "have 4"),
-    ("81 85 37 fa", "error: incomplete: MASK=1, the header needs 6 bytes with its masking key "
-                    "(bytes 2-5), have 4"),
 ])
 def test_decode_an_incomplete_header_says_what_is_missing(capsys, data, message):
     assert run_decode(capsys, data) == (1, ["frame 1: from byte 0, incomplete",
                                             "  " + message])
+
+
+def test_decode_a_header_cut_in_its_masking_key_shows_the_fields_so_far(capsys):
+    assert run_decode(capsys, "81 85 37 fa") == (1, [
+        "frame 1: from byte 0, incomplete",
+        "  FIN=1 RSV=000 op=0x1 TEXT MASK=1 len=5 (7-bit)",
+        "  error: incomplete: MASK=1, the header needs 6 bytes with its masking key "
+        "(bytes 2-5), have 4"])
 
 
 def test_decode_an_incomplete_payload_shows_the_header_and_what_is_missing(capsys):
@@ -308,3 +314,20 @@ def test_decode_command_exits_1_on_a_bad_frame():
                              text=True, env=ENV, cwd=ROOT, timeout=20)
     assert decoded.returncode == 1
     assert "error: byte 0: RSV2 set but no extension negotiated (RFC 6455 §5.2)" in decoded.stdout
+
+
+def test_decode_names_a_broken_rule_of_a_header_cut_before_its_masking_key(capsys):
+    # A ping announcing 200 bytes: §5.5 is broken as soon as the length is read.
+    assert run_decode(capsys, "89 fe 00 c8") == (1, [
+        "frame 1: from byte 0, incomplete",
+        "  FIN=1 RSV=000 op=0x9 PING MASK=1 len=200 (16-bit)",
+        "  error: byte 1: control frame payload 200 > 125 (RFC 6455 §5.5)",
+        "  error: incomplete: MASK=1, the header needs 8 bytes with its masking key (bytes 4-7), have 4",
+    ])
+
+
+def test_decode_names_a_broken_rule_of_a_frame_whose_payload_is_cut(capsys):
+    code, lines = run_decode(capsys, "89 fe 00 c8 01 02 03 04 05")
+    assert code == 1
+    assert lines[2] == "  error: byte 1: control frame payload 200 > 125 (RFC 6455 §5.5)"
+    assert lines[3].startswith("  error: incomplete: payload of 200 bytes")
