@@ -3,6 +3,8 @@
 * `serve(app=None, **server_kwargs)` starts a `rawws.server.Server` in a
   thread (an echo server by default, keepalive pings off) and shuts it down
   after the test.
+* `chat_server(limits=None, allowed_origins=None, **server_kwargs)` starts
+  the chat the same way, returning (server, app).
 * `raw(server_or_port)` opens a `RawClient`: a plain TCP socket that speaks
   the WebSocket protocol by hand, so a test can send what `rawws.client`
   never would (unmasked frames, bad UTF-8, silence) and read every byte the
@@ -18,6 +20,7 @@ import struct
 
 import pytest
 
+from chat.app import ChatApp
 from rawws.echo import EchoApp
 from rawws.frames import OP_CLOSE, Frame, FrameParser, decode_close_payload, encode_frame
 from rawws.handshake import accept_key, build_request, make_key
@@ -46,6 +49,18 @@ def serve():
     for server, thread in started:
         thread.join(10)
         assert not thread.is_alive(), "server thread did not stop after shutdown()"
+
+
+@pytest.fixture
+def chat_server(serve, tmp_path):
+    """Factory: chat_server(limits=None, allowed_origins=None, **server_kwargs) -> (server, app)."""
+    (tmp_path / "index.html").write_text("<!doctype html><title>chat</title>")
+
+    def start(limits=None, allowed_origins=None, **server_kwargs):
+        app = ChatApp(limits=limits, allowed_origins=allowed_origins)
+        return serve(app, web_root=tmp_path, **server_kwargs), app
+
+    return start
 
 
 class RawClient:

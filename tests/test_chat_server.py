@@ -16,37 +16,12 @@ from pathlib import Path
 import pytest
 
 from chat import messages as m
-from chat.app import ChatApp
 from chat.room import Limits
 from rawws.client import connect
 from rawws.errors import ConnectionClosed, HandshakeError
-from rawws.server import Server, run_in_thread
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 5.0
-
-
-@pytest.fixture
-def chat_server(tmp_path):
-    """chat_server(limits=None, allowed_origins=None, **server_options) -> (server, app):
-    a chat server in a thread, stopped after the test."""
-    started = []
-    (tmp_path / "index.html").write_text("<!doctype html><title>chat</title>")
-
-    def start(limits=None, allowed_origins=None, **server_options):
-        app = ChatApp(limits=limits, allowed_origins=allowed_origins)
-        server_options.setdefault("ping_interval", None)
-        server_options.setdefault("close_timeout", 1.0)   # for clients a failed test left open
-        server = Server(app, host="127.0.0.1", port=0, web_root=tmp_path, **server_options)
-        thread = run_in_thread(server)
-        started.append((server, thread))
-        return server, app
-
-    yield start
-    for server, thread in started:
-        server.shutdown()
-        thread.join(2 * TIMEOUT)
-        assert not thread.is_alive(), "server did not stop"
 
 
 def url(server):

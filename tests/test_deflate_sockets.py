@@ -14,7 +14,6 @@ import pytest
 
 from chat import messages as m
 from chat.__main__ import CHAT_COMPRESSION
-from chat.app import ChatApp
 from rawws.client import connect
 from rawws.deflate import DeflateOptions, DeflateParams, compress_once
 from rawws.errors import HandshakeError
@@ -116,9 +115,9 @@ def test_client_without_compression_refuses_any_extension_answer():
 # ---- the chat: one compression per broadcast ---------------------------------
 
 @pytest.fixture
-def chat(serve, tmp_path):
-    (tmp_path / "index.html").write_text("chat")
-    return serve(ChatApp(), web_root=tmp_path, compression=CHAT_COMPRESSION)
+def chat(chat_server):
+    """The chat with the compression options `python -m chat` uses."""
+    return chat_server(compression=CHAT_COMPRESSION)[0]
 
 
 def chat_raw(raw, server, protocol, headers=()):

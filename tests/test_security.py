@@ -32,14 +32,13 @@ import pytest
 
 from chat import __main__ as chat_main
 from chat import messages as m
-from chat.app import ChatApp
 from rawws.client import connect
 from rawws.errors import ConnectionClosed, HandshakeError
 from rawws.frames import (OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT,
                           FrameParser, decode_close_payload, encode_close_payload, encode_frame)
 from rawws.handshake import build_request, make_key
 from rawws.server import (DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, RECV_SIZE, Server,
-                          WebSocketApp, run_in_thread)
+                          WebSocketApp)
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 5.0
@@ -161,27 +160,6 @@ def drain(conn, quiet: float = 0.3) -> list[dict]:
             return got
 
 
-@pytest.fixture
-def chat(tmp_path):
-    """chat(**server_options) -> (server, app): the chat in a thread, stopped after the test."""
-    started = []
-    (tmp_path / "index.html").write_text("<!doctype html><title>chat</title>")
-
-    def start(**options):
-        app = ChatApp()
-        options.setdefault("ping_interval", None)
-        options.setdefault("close_timeout", 1.0)
-        server = Server(app, host="127.0.0.1", port=0, web_root=tmp_path, **options)
-        started.append((server, run_in_thread(server)))
-        return server, app
-
-    yield start
-    for server, thread in started:
-        server.shutdown()
-        thread.join(2 * TIMEOUT)
-        assert not thread.is_alive(), "server did not stop"
-
-
 # ---- processes, measured from /proc ---------------------------------------------------------
 
 BANNER = re.compile(r"Serving on (?:http|ws)://127\.0\.0\.1:(\d+)/")
@@ -268,9 +246,9 @@ def test_defaults_handshake_timeout_10_s_connection_cap_10000_chat_send_buffer_1
     assert chat_main.build_parser().parse_args(["--http-timeout", "4"]).handshake_timeout == 4.0
 
 
-def test_200_slowloris_connections_are_closed_at_the_handshake_timeout_and_delay_no_chat(chat):
+def test_200_slowloris_connections_are_closed_at_the_handshake_timeout_and_delay_no_chat(chat_server):
     timeout = 2.0
-    server, _ = chat(handshake_timeout=timeout)
+    server, _ = chat_server(handshake_timeout=timeout)
     opened = time.monotonic()
     dribblers = [socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
                  for _ in range(200)]
@@ -708,9 +686,9 @@ def test_an_app_exception_is_logged_and_closes_that_connection_with_1011_only(se
                for r in records)
 
 
-def test_a_chat_handler_exception_closes_1011_broadcasts_the_leave_and_the_room_goes_on(chat,
-                                                                                       monkeypatch):
-    server, app = chat()
+def test_a_chat_handler_exception_closes_1011_broadcasts_the_leave_and_the_room_goes_on(
+        chat_server, monkeypatch):
+    server, app = chat_server()
     watcher = join(server.port, "watcher")
     victim = join(server.port, "victim", version=1)
     original = app.room.receive
@@ -835,8 +813,8 @@ STAGES = [
 
 
 @pytest.mark.parametrize("stage, joined", STAGES, ids=[stage.__name__[6:] for stage, _ in STAGES])
-def test_a_socket_error_at_any_stage_ends_only_that_connection(chat, stage, joined):
-    server, app = chat(handshake_timeout=2.0)
+def test_a_socket_error_at_any_stage_ends_only_that_connection(chat_server, stage, joined):
+    server, app = chat_server(handshake_timeout=2.0)
     watcher = join(server.port, "watcher")
     stage(server.port)
     # That connection, and only it, is gone; the watcher hears its leave once if it had joined.
