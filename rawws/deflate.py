@@ -250,6 +250,19 @@ def client_check(header_values: Iterable[str], options: DeflateOptions,
 
 # ---- compression (§7.2) -----------------------------------------------
 
+def _compressor(window_bits: int, level: int, mem_level: int) -> zlib._Compress:
+    """A raw-DEFLATE compressor for a window of 2**window_bits bytes (8 made 9, see above)."""
+    return zlib.compressobj(level, zlib.DEFLATED,
+                            -max(window_bits, ZLIB_MIN_COMPRESS_WINDOW_BITS), mem_level)
+
+
+def _compress_message(compressor: zlib._Compress, payload: bytes) -> bytes:
+    """One whole message through `compressor`, flushed, tail removed (§7.2.1)."""
+    data = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    # §7.2.1: "Remove 4 octets (that are 0x00 0x00 0xff 0xff) from the tail end."
+    return data[:-len(EMPTY_BLOCK_TAIL)]
+
+
 def compress_once(payload: bytes, window_bits: int = MAX_WINDOW_BITS, level: int = 6,
                   mem_level: int = 8) -> bytes:
     """One message compressed with a fresh window, tail removed (§7.2.1).
@@ -258,10 +271,7 @@ def compress_once(payload: bytes, window_bits: int = MAX_WINDOW_BITS, level: int
     (server_no_context_takeover) with at least `window_bits`: a broadcast
     compresses once for all of them.
     """
-    compressor = zlib.compressobj(level, zlib.DEFLATED,
-                                  -max(window_bits, ZLIB_MIN_COMPRESS_WINDOW_BITS), mem_level)
-    data = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
-    return data[:-len(EMPTY_BLOCK_TAIL)]
+    return _compress_message(_compressor(window_bits, level, mem_level), payload)
 
 
 class PerMessageDeflate:
@@ -272,14 +282,13 @@ class PerMessageDeflate:
     without context takeover they are dropped after every message.
     """
 
-    __slots__ = ("params", "options", "min_size", "_send_reset", "_send_bits", "_receive_reset",
+    __slots__ = ("params", "options", "_send_reset", "_send_bits", "_receive_reset",
                  "_compressor", "_decompressor")
 
     def __init__(self, params: DeflateParams, *, is_server: bool,
                  options: DeflateOptions | None = None) -> None:
         self.params = params
         self.options = options or DeflateOptions()
-        self.min_size = self.options.min_size
         if is_server:
             self._send_reset = params.server_no_context_takeover
             self._send_bits = params.server_max_window_bits
@@ -301,15 +310,10 @@ class PerMessageDeflate:
         """A whole message's payload, compressed, tail removed (§7.2.1)."""
         compressor = self._compressor
         if compressor is None:
-            options = self.options
-            compressor = zlib.compressobj(options.level, zlib.DEFLATED,
-                                          -max(self._send_bits, ZLIB_MIN_COMPRESS_WINDOW_BITS),
-                                          options.mem_level)
+            compressor = _compressor(self._send_bits, self.options.level, self.options.mem_level)
             if not self._send_reset:
                 self._compressor = compressor
-        data = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
-        # §7.2.1: "Remove 4 octets (that are 0x00 0x00 0xff 0xff) from the tail end."
-        return data[:-len(EMPTY_BLOCK_TAIL)]
+        return _compress_message(compressor, payload)
 
     def decompress(self, data: bytes, limit: int) -> bytes:
         """Inflate one frame's payload of a compressed message, at most `limit` bytes.

@@ -454,7 +454,7 @@ class WebSocketConnection:
     def _queue_message(self, opcode: int, payload: bytes) -> None:
         """A whole message in one frame, compressed when permessage-deflate is on."""
         deflate = self.deflate
-        if deflate is not None and len(payload) >= deflate.min_size:
+        if deflate is not None and len(payload) >= deflate.options.min_size:
             # RFC 7692 §6: RSV1 on the (first) frame of a compressed message.
             self._queue_frame(opcode, deflate.compress(payload), rsv1=True)
         else:
