@@ -33,7 +33,11 @@ from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import TextIO
 
-from .close import is_valid_close_code
+from .close import (CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_INVALID_PAYLOAD,
+                    CLOSE_MANDATORY_EXTENSION, CLOSE_MESSAGE_TOO_BIG, CLOSE_NO_STATUS, CLOSE_NORMAL,
+                    CLOSE_POLICY_VIOLATION, CLOSE_PROTOCOL_ERROR, CLOSE_TLS_HANDSHAKE,
+                    CLOSE_UNSUPPORTED_DATA, is_valid_close_code)
+from .deflate import EMPTY_BLOCK_TAIL
 from .frames import (FIN_BIT, KNOWN_OPCODES, LENGTH_16BIT, LENGTH_64BIT,
                      LENGTH_BITS, MASK_BIT, MASK_KEY_SIZE, MAX_CONTROL_PAYLOAD, OP_BINARY,
                      OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, OPCODE_BITS, RSV1_BIT,
@@ -50,24 +54,20 @@ OPCODE_NAMES = {
 
 # §7.4.1: what each defined close code means.
 CLOSE_CODE_NAMES = {
-    1000: "normal closure",
-    1001: "going away",
-    1002: "protocol error",
-    1003: "unsupported data",
+    CLOSE_NORMAL: "normal closure",
+    CLOSE_GOING_AWAY: "going away",
+    CLOSE_PROTOCOL_ERROR: "protocol error",
+    CLOSE_UNSUPPORTED_DATA: "unsupported data",
     1004: "reserved",
-    1005: "no status code; never sent",
-    1006: "closed abnormally; never sent",
-    1007: "invalid payload data",
-    1008: "policy violation",
-    1009: "message too big",
-    1010: "mandatory extension",
-    1011: "internal error",
-    1015: "TLS handshake failure; never sent",
+    CLOSE_NO_STATUS: "no status code; never sent",
+    CLOSE_ABNORMAL: "closed abnormally; never sent",
+    CLOSE_INVALID_PAYLOAD: "invalid payload data",
+    CLOSE_POLICY_VIOLATION: "policy violation",
+    CLOSE_MESSAGE_TOO_BIG: "message too big",
+    CLOSE_MANDATORY_EXTENSION: "mandatory extension",
+    CLOSE_INTERNAL_ERROR: "internal error",
+    CLOSE_TLS_HANDSHAKE: "TLS handshake failure; never sent",
 }
-
-# RFC 7692 §7.2.1: the 4 bytes a sender removes from the end of each
-# compressed message, and the receiver appends again before inflating.
-DEFLATE_TAIL = b"\x00\x00\xff\xff"
 
 DEFAULT_HEX_LIMIT = 16      # payload bytes shown as hex in a trace: one line
 DEFAULT_TEXT_LIMIT = 200    # payload bytes decoded for the text column
@@ -344,7 +344,7 @@ class _Inflater:
 
     def end_message(self) -> tuple[bytes, int, str | None]:
         """The message's first inflated bytes, their total count, and any error; then reset."""
-        self.feed(DEFLATE_TAIL)
+        self.feed(EMPTY_BLOCK_TAIL)   # RFC 7692 §7.2.2
         result = bytes(self.kept), self.total, self.error
         self.kept = bytearray()
         self.total = 0
