@@ -23,7 +23,9 @@ that agreed to server_no_context_takeover (the chat server asks every one
 to) gets a frame compressed once, from a fresh window, for all such
 connections; one whose compression context carries over from message to
 message could only be sent bytes compressed for it alone, so it gets the
-plain frame instead, which RFC 7692 §6 allows for any message. Measured with 1,000 members (half v1, half v2) and a 200-character
+plain frame instead, which RFC 7692 §6 allows for any message.
+
+Measured with 1,000 members (half v1, half v2) and a 200-character
 message, handing it to every connection handle took 0.36 ms, against 8 ms
 when each recipient's copy was serialized and framed on its own (the real
 handles' own work, queueing bytes, comes on top of both).
