@@ -184,7 +184,8 @@ def test_two_pages_chat_through_the_ui(server, open_chat):
     say(page_a, text)
     page_b.wait_for(f"!!({message_js(ada, text)})", WAIT)
     # The sender sees it too, marked as its own, and the box is empty again.
-    page_a.wait_for(f"({message_js(ada, text)} || {{classList: []}}).classList.contains('mine')", WAIT)
+    # (Until it is shown the lookup is undefined: false, and the wait goes on.)
+    page_a.wait_for(f"({message_js(ada, text)})?.classList.contains('mine') === true", WAIT)
     assert page_a.evaluate("document.getElementById('chat-input').value") == ""
 
     reply = unique("Hi Ada")
