@@ -24,7 +24,10 @@ from .protocol import (BinaryMessage, Event, Pong, Role, State, TextMessage,
                        WebSocketConnection)
 from .trace import ConnectionTap, WireTracer
 
-RECV_SIZE = 256 * 1024
+# Each recv() makes a fresh bytes object of this size: kept under glibc's
+# 128 KiB mmap threshold, it comes from the heap, where a bigger one would
+# cost an mmap and page faults on every read (docs/performance.md).
+RECV_SIZE = 64 * 1024
 MAX_RESPONSE_HEAD = 64 * 1024
 DEFAULT_PORTS = {"ws": 80, "wss": 443}
 

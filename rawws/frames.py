@@ -63,6 +63,24 @@ _KEY_REPEAT = int.from_bytes(b"\x01\x00\x00\x00" * (_MASK_CHUNK // 4), "little")
 # of the buffer: one full copy less (measured ~30% less CPU on 16 MiB frames).
 _COPY_FREE_THRESHOLD = 4096
 
+# A frame at least this long whose payload has not all arrived is unmasked
+# piece by piece as its bytes come, straight out of each read, rather than
+# gathered in the parser's buffer first (`StreamedFrame`): the buffer then
+# never grows to hold a big frame, a copy less and, on a VM where fresh
+# memory costs page faults, most of the cost of a 1 MiB frame besides the
+# unmasking itself (docs/performance.md has the figures).
+STREAM_THRESHOLD = 64 * 1024
+# Reads shorter than this, from a peer trickling a big frame, are gathered
+# (still masked) until there are this many bytes: a piece kept per read of
+# a few bytes would cost an object per read.
+_STREAM_PIECE_MIN = 4096
+
+# StreamedFrame's pool: at most one spare payload buffer for the process,
+# of at most this many bytes (list.pop and list.append are atomic, so
+# clients in several threads can share it).
+_SPARE_BUFFER_MAX = 16 * 1024 * 1024
+_spare_buffers: list[bytearray] = []
+
 # int.from_bytes, looked up once: `int.from_bytes` in a call makes a bound
 # method each time, ~15% of masking a 60-byte payload (measured).
 _from_bytes = int.from_bytes
@@ -95,13 +113,7 @@ def mask(data: bytes, key: bytes) -> bytes:
     Hot path. Python's big integers XOR a whole machine word at a time in C,
     so a payload and the repeated key become two ints, one XOR, and back to
     bytes: hundreds of MB/s, where a per-byte loop manages ~10 MB/s. Past
-    `_MASK_CHUNK` bytes the payload is done in chunks against one
-    precomputed key int, which stays in cache and measured 2-3x faster on
-    1-16 MiB payloads (`make bench` prints the figures). That key int, and
-    the shorter one for the last chunk, are made with integer arithmetic
-    (a multiplication, a bit mask) at half the cost of converting repeated
-    key bytes (13 against 31 µs); it matters when a frame is unmasked in
-    pieces as it arrives (`PendingFrame.read`): ~5% of unmasking 256 KiB.
+    `_MASK_CHUNK` bytes the payload is done in chunks (`mask_chunks`).
     """
     length = len(data)
     if length <= _MASK_CHUNK:
@@ -110,24 +122,53 @@ def mask(data: bytes, key: bytes) -> bytes:
         repeated_key = (key * (length // MASK_KEY_SIZE + 1))[:length]
         masked = _from_bytes(data, "little") ^ _from_bytes(repeated_key, "little")
         return masked.to_bytes(length, "little")
+    return b"".join(mask_chunks(data, key))
+
+
+def mask_chunks(data: bytes | bytearray | memoryview, key: bytes) -> list[bytes]:
+    """`mask()` as a list of pieces of `_MASK_CHUNK` bytes (the last one shorter).
+
+    The chunks are XORed against one precomputed key int, which stays in
+    cache: measured 2-3x faster than one int for a whole 1-16 MiB payload.
+    That key int is made by a multiplication (and a bit mask for the last
+    chunk), at half the cost of converting the repeated key bytes (13
+    against 31 µs). A caller that keeps the pieces (a frame unmasked as it
+    arrives) saves joining them into one bytes object until the end.
+    """
+    length = len(data)
     chunk = _MASK_CHUNK
     from_bytes = _from_bytes
     key_int = from_bytes(key, "little") * _KEY_REPEAT
-    view = memoryview(data)
-    whole = length - length % chunk   # chunks are multiples of 4: the key stays aligned
-    parts = [(from_bytes(view[start:start + chunk], "little") ^ key_int).to_bytes(chunk, "little")
-             for start in range(0, whole, chunk)]
-    if whole < length:
-        rest = length - whole
-        rest_key = key_int & ((1 << (8 * rest)) - 1)   # the key over `rest` bytes
-        parts.append((from_bytes(view[whole:], "little") ^ rest_key).to_bytes(rest, "little"))
-    return b"".join(parts)
+    with memoryview(data) as view:
+        whole = length - length % chunk   # chunks are multiples of 4: the key stays aligned
+        parts = [(from_bytes(view[start:start + chunk], "little") ^ key_int).to_bytes(chunk, "little")
+                 for start in range(0, whole, chunk)]
+        if whole < length:
+            rest = length - whole
+            rest_key = key_int & ((1 << (8 * rest)) - 1)   # the key over `rest` bytes
+            parts.append((from_bytes(view[whole:], "little") ^ rest_key).to_bytes(rest, "little"))
+    return parts
 
 
 def encode_frame(opcode: int, payload: bytes, *, fin: bool = True,
                  mask_key: bytes | None = None, rsv1: bool = False,
                  rsv2: bool = False, rsv3: bool = False) -> bytes:
     """Serialize one frame; masked when a 4-byte `mask_key` is given (clients must mask)."""
+    header = frame_header(opcode, len(payload), fin=fin, mask_key=mask_key,
+                          rsv1=rsv1, rsv2=rsv2, rsv3=rsv3)
+    if mask_key is None:
+        return header + payload
+    return header + mask(payload, mask_key)
+
+
+def frame_header(opcode: int, length: int, *, fin: bool = True,
+                 mask_key: bytes | None = None, rsv1: bool = False,
+                 rsv2: bool = False, rsv3: bool = False) -> bytes:
+    """A frame's bytes before its payload: flags, opcode, length and the masking key if any.
+
+    With it a big payload can be written after its header as it is (a
+    vectored write), not copied into one bytes object with it.
+    """
     first = opcode | (FIN_BIT if fin else 0)
     if rsv1:
         first |= RSV1_BIT
@@ -136,7 +177,6 @@ def encode_frame(opcode: int, payload: bytes, *, fin: bool = True,
     if rsv3:
         first |= RSV3_BIT
     mask_flag = MASK_BIT if mask_key is not None else 0
-    length = len(payload)
     # §5.2: "the minimal number of bytes MUST be used to encode the length".
     if length < LENGTH_16BIT:
         header = bytes((first, mask_flag | length))
@@ -145,10 +185,10 @@ def encode_frame(opcode: int, payload: bytes, *, fin: bool = True,
     else:
         header = _HEADER_64.pack(first, mask_flag | LENGTH_64BIT, length)
     if mask_key is None:
-        return header + payload
+        return header
     if len(mask_key) != MASK_KEY_SIZE:
         raise ValueError("a masking key is exactly 4 bytes")
-    return header + mask_key + mask(payload, mask_key)
+    return header + mask_key
 
 
 def encode_close_payload(code: int | None, reason: str = "") -> bytes:
@@ -230,6 +270,8 @@ class PendingFrame:
     __slots__ = ("opcode", "fin", "rsv1", "length", "mask_key", "consumed", "_first", "_key",
                  "_buffer", "_base", "_end")
 
+    streamed = False   # the payload waits in the parser's buffer (see StreamedFrame)
+
     def __init__(self, buffer: bytearray, first: int, length: int, mask_key: bytes | None,
                  start: int) -> None:
         self.opcode = first & OPCODE_BITS
@@ -267,6 +309,94 @@ class PendingFrame:
         return data
 
 
+class StreamedFrame(PendingFrame):
+    """A `PendingFrame` of at least `STREAM_THRESHOLD` bytes, unmasked as it arrives.
+
+    The parser hands it every received byte that belongs to it (`take`)
+    before keeping anything in its own buffer, so while it is incomplete
+    that buffer is empty. The payload goes into a bytearray of its own,
+    unmasked in place `_STREAM_PIECE_MIN` bytes or more at a time, and
+    leaves it as one bytes object: by `read()`, or when the frame is whole.
+
+    That bytearray is borrowed from a pool of one (`_spare_buffers`) and
+    given back with its memory, so back-to-back big frames reuse the same
+    pages: a fresh megabyte costs ~256 page faults, and glibc hands memory
+    back to the kernel once more than twice its mmap threshold lies free,
+    which a 1 MiB payload kept in pieces and then joined reached at every
+    frame (docs/performance.md: 600-700 faults per 1 MiB echo before).
+    It grows only as bytes arrive: a peer announcing 16 MiB and sending
+    nothing makes it allocate nothing.
+    """
+
+    __slots__ = ("_payload", "_received", "_unmasked_to", "remaining")
+
+    streamed = True
+
+    def __init__(self, first: int, length: int, mask_key: bytes | None) -> None:
+        super().__init__(bytearray(), first, length, mask_key, 0)
+        try:
+            self._payload = _spare_buffers.pop()
+        except IndexError:
+            self._payload = bytearray()
+        self._received = 0       # payload bytes in _payload
+        self._unmasked_to = 0    # ... of which unmasked (the rest: a trickling peer's reads)
+        self.remaining = length  # payload bytes not received yet
+
+    def take(self, data: bytes | bytearray | memoryview) -> int:
+        """Keep (and unmask) what of `data` belongs to this frame; how many bytes that was."""
+        count = min(len(data), self.remaining)
+        if count == 0:
+            return 0
+        received = self._received
+        # Within its length a bytearray slice assignment copies in place; past it, it grows.
+        self._payload[received:received + count] = (
+            data if count == len(data) else memoryview(data)[:count])
+        self._received = received + count
+        self.remaining -= count
+        if (self._received - self._unmasked_to >= _STREAM_PIECE_MIN or not self.remaining):
+            self._unmask_received()
+        return count
+
+    def _unmask_received(self) -> None:
+        key = self._key
+        start = self._unmasked_to
+        end = self._received
+        self._unmasked_to = end
+        if key is None or start == end:
+            return
+        payload = self._payload
+        with memoryview(payload) as view:
+            position = start
+            for piece in mask_chunks(view[start:end], key):
+                after = position + len(piece)
+                view[position:after] = piece
+                position = after
+        shift = (end - start) % MASK_KEY_SIZE
+        if shift:
+            # §5.3: the next byte is masked with the key byte after this piece's last.
+            self._key = key[shift:] + key[:shift]
+
+    def read(self) -> bytes:
+        """The payload bytes that arrived since the last read, unmasked (b"" if none)."""
+        self._unmask_received()
+        start = self.consumed
+        end = self.consumed = self._unmasked_to
+        data = b""
+        if end > start:
+            with memoryview(self._payload) as view:
+                data = bytes(view[start:end])
+        if not self.remaining:
+            self._release()
+        return data
+
+    def _release(self) -> None:
+        """Give the payload's buffer back to the pool, once its bytes are all read."""
+        payload = self._payload
+        self._payload = bytearray()
+        if len(payload) <= _SPARE_BUFFER_MAX and not _spare_buffers:
+            _spare_buffers.append(payload)
+
+
 class FrameParser:
     """Turns a byte stream, fed in chunks of any size, into `Frame`s.
 
@@ -297,7 +427,14 @@ class FrameParser:
         self._buffer = bytearray()
         self._pending: PendingFrame | None = None
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        pending = self._pending
+        if pending is not None and pending.streamed:
+            # A big frame's payload goes to it first; the buffer is empty until it is whole.
+            taken = pending.take(data)
+            if taken == len(data):
+                return
+            data = memoryview(data)[taken:]
         self._buffer += data
 
     @property
@@ -318,7 +455,14 @@ class FrameParser:
         buffer = self._buffer
         available = len(buffer)
         pending = self._pending
-        if pending is not None:
+        if pending is not None and pending.streamed:
+            if pending.remaining:
+                return None
+            self._pending = None
+            first = pending._first
+            payload = pending.read()
+            end = 0   # the buffer holds only what came after the frame
+        elif pending is not None:
             # Its header was parsed and checked when it arrived.
             end = pending._end
             if available < end:
@@ -379,11 +523,18 @@ class FrameParser:
                 start += MASK_KEY_SIZE
             end = start + length
             if available < end:
-                self._pending = PendingFrame(buffer, first, length,
-                                             None if key is None else bytes(key), start)
+                key = None if key is None else bytes(key)
+                if length < STREAM_THRESHOLD:
+                    self._pending = PendingFrame(buffer, first, length, key, start)
+                    return None
+                streamed = self._pending = StreamedFrame(first, length, key)
+                with memoryview(buffer) as view:
+                    streamed.take(view[start:])
+                del buffer[:]
                 return None
             payload = _unmasked(buffer, start, end, key)
-        del buffer[:end]
+        if end:
+            del buffer[:end]
         # fin as a comparison, not bool(): a call less per frame. The RSV
         # bits are nonzero only when an extension allows them (RSV1, for
         # compressed messages), so they cost nothing here unless they are set.
