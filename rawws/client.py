@@ -22,6 +22,7 @@ from .handshake import build_request, check_response, make_key
 from .http import find_head_end, parse_response_head, Response
 from .protocol import (BinaryMessage, Event, Pong, Role, State, TextMessage,
                        WebSocketConnection)
+from .sendqueue import SendQueue
 from .trace import ConnectionTap, WireTracer
 
 # Each recv() makes a fresh bytes object of this size: kept under glibc's
@@ -103,15 +104,24 @@ class ClientConnection:
     # ---- sending -----------------------------------------------------
 
     def _flush(self) -> None:
-        data = self.protocol.data_to_send()
-        if data:
-            try:
-                self.sock.settimeout(None)
-                self.sock.sendall(data)
-                if self.tap is not None:
-                    self.tap.outgoing(data)
-            except OSError:
-                self.protocol.abort()
+        pieces = self.protocol.buffers_to_send()
+        if not pieces:
+            return
+        try:
+            self.sock.settimeout(None)
+            if len(pieces) == 1:
+                self.sock.sendall(pieces[0])
+            else:
+                # A big frame: its header and payload pieces in vectored writes, not joined.
+                queue = SendQueue()
+                queue.extend(pieces)
+                while queue.size:
+                    queue.consume(self.sock.sendmsg(queue.head()))
+        except OSError:
+            self.protocol.abort()
+            return
+        if self.tap is not None:
+            self.tap.outgoing(b"".join(pieces))
 
     def send_text(self, text: str) -> None:
         self.protocol.send_text(text)

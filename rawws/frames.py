@@ -132,8 +132,8 @@ def mask_chunks(data: bytes | bytearray | memoryview, key: bytes) -> list[bytes]
     cache: measured 2-3x faster than one int for a whole 1-16 MiB payload.
     That key int is made by a multiplication (and a bit mask for the last
     chunk), at half the cost of converting the repeated key bytes (13
-    against 31 µs). A caller that keeps the pieces (a frame unmasked as it
-    arrives) saves joining them into one bytes object until the end.
+    against 31 µs). A caller that can use the pieces as they are (a client
+    queueing a big frame for a vectored write) saves joining them.
     """
     length = len(data)
     chunk = _MASK_CHUNK
@@ -246,6 +246,17 @@ def _unmasked(buffer: bytearray, start: int, end: int, key: bytes | bytearray | 
         # about twice as fast as mask() for so few.
         return bytes(map(xor, buffer[start:end], key)) if end > start else b""
     return mask(buffer[start:end], key)
+
+
+_xor_tables: dict[int, bytes] = {}
+
+
+def _xor_table(key_byte: int) -> bytes:
+    """The bytes.translate table that XORs every byte with `key_byte` (made once, kept)."""
+    table = _xor_tables.get(key_byte)
+    if table is None:
+        table = _xor_tables[key_byte] = bytes(value ^ key_byte for value in range(256))
+    return table
 
 
 class PendingFrame:
@@ -365,15 +376,16 @@ class StreamedFrame(PendingFrame):
         if key is None or start == end:
             return
         payload = self._payload
-        with memoryview(payload) as view:
-            position = start
-            for piece in mask_chunks(view[start:end], key):
-                after = position + len(piece)
-                view[position:after] = piece
-                position = after
+        # §5.3: byte i is XORed with key[i % 4], so every fourth byte with
+        # the same key byte: four strided bytes.translate passes do it in
+        # place, ~10% faster here than ints (mask_chunks) plus a copy back.
+        for lane, key_byte in enumerate(key):
+            first = start + lane
+            payload[first:end:MASK_KEY_SIZE] = payload[first:end:MASK_KEY_SIZE].translate(
+                _xor_table(key_byte))
         shift = (end - start) % MASK_KEY_SIZE
         if shift:
-            # §5.3: the next byte is masked with the key byte after this piece's last.
+            # The next byte is masked with the key byte after this piece's last.
             self._key = key[shift:] + key[:shift]
 
     def read(self) -> bytes:
