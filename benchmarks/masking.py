@@ -24,8 +24,16 @@ KEY = b"\x37\xfa\x21\x3d"
 def implementations() -> dict[str, Callable[[bytes], object]]:
     """name -> function(data) returning the masked payload (a copy, as rawws does)."""
     found: dict[str, Callable[[bytes], object]] = {}
-    from rawws.frames import mask
+    from rawws.frames import mask, mask_in_place
     found["rawws (pure Python)"] = lambda data: mask(data, KEY)
+
+    def rawws_in_place(data: bytes) -> bytearray:
+        # How a big frame is unmasked as it arrives (StreamedFrame); the copy
+        # into a bytearray is counted, as for aiohttp's functions below.
+        buffer = bytearray(data)
+        mask_in_place(buffer, KEY)
+        return buffer
+    found["rawws in place (pure Python)"] = rawws_in_place
     try:
         from websockets.utils import apply_mask as ws_python
         found["websockets (pure Python fallback)"] = lambda data: ws_python(data, KEY)

@@ -150,6 +150,35 @@ def mask_chunks(data: bytes | bytearray | memoryview, key: bytes) -> list[bytes]
     return parts
 
 
+def mask_in_place(buffer: bytearray, key: bytes, start: int = 0, end: int | None = None) -> None:
+    """XOR `buffer[start:end]` with the repeating `key` where it lies (§5.3), no copy made.
+
+    Byte i is XORed with key[i % 4], so every fourth byte with the same key
+    byte: one strided slice per key byte, run through a `bytes.translate`
+    table and written back, four passes in C. In place this is ~10% faster
+    than the ints of `mask_chunks` copied back (the way `StreamedFrame`
+    unmasks a big frame); when new bytes are wanted, `mask` is faster,
+    since a bytearray made here would be copied once more into bytes.
+    """
+    if end is None:
+        end = len(buffer)
+    for lane, key_byte in enumerate(key):
+        first = start + lane
+        buffer[first:end:MASK_KEY_SIZE] = buffer[first:end:MASK_KEY_SIZE].translate(
+            _xor_table(key_byte))
+
+
+_xor_tables: dict[int, bytes] = {}
+
+
+def _xor_table(key_byte: int) -> bytes:
+    """The bytes.translate table that XORs every byte with `key_byte` (made once, kept)."""
+    table = _xor_tables.get(key_byte)
+    if table is None:
+        table = _xor_tables[key_byte] = bytes(value ^ key_byte for value in range(256))
+    return table
+
+
 def encode_frame(opcode: int, payload: bytes, *, fin: bool = True,
                  mask_key: bytes | None = None, rsv1: bool = False,
                  rsv2: bool = False, rsv3: bool = False) -> bytes:
@@ -246,17 +275,6 @@ def _unmasked(buffer: bytearray, start: int, end: int, key: bytes | bytearray | 
         # about twice as fast as mask() for so few.
         return bytes(map(xor, buffer[start:end], key)) if end > start else b""
     return mask(buffer[start:end], key)
-
-
-_xor_tables: dict[int, bytes] = {}
-
-
-def _xor_table(key_byte: int) -> bytes:
-    """The bytes.translate table that XORs every byte with `key_byte` (made once, kept)."""
-    table = _xor_tables.get(key_byte)
-    if table is None:
-        table = _xor_tables[key_byte] = bytes(value ^ key_byte for value in range(256))
-    return table
 
 
 class PendingFrame:
@@ -375,14 +393,7 @@ class StreamedFrame(PendingFrame):
         self._unmasked_to = end
         if key is None or start == end:
             return
-        payload = self._payload
-        # §5.3: byte i is XORed with key[i % 4], so every fourth byte with
-        # the same key byte: four strided bytes.translate passes do it in
-        # place, ~10% faster here than ints (mask_chunks) plus a copy back.
-        for lane, key_byte in enumerate(key):
-            first = start + lane
-            payload[first:end:MASK_KEY_SIZE] = payload[first:end:MASK_KEY_SIZE].translate(
-                _xor_table(key_byte))
+        mask_in_place(self._payload, key, start, end)
         shift = (end - start) % MASK_KEY_SIZE
         if shift:
             # The next byte is masked with the key byte after this piece's last.

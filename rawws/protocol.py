@@ -447,6 +447,7 @@ class WebSocketConnection:
             return b""
         data = b"".join(self._outgoing)
         self._outgoing.clear()
+        self._vectored = False
         return data
 
     def buffers_to_send(self) -> list[bytes]:
@@ -454,8 +455,9 @@ class WebSocketConnection:
 
         A big payload is its own piece, after its frame's header, as the
         application gave it: writing the pieces with `socket.sendmsg` spares
-        the copy that joining them takes. Small frames come joined into one
-        piece, which one `send` writes faster than a vector of many.
+        the copy that joining them takes. When no such payload is queued, the
+        frames come joined into one piece, which one `send` writes faster
+        than a vector of many.
         """
         outgoing = self._outgoing
         if not outgoing:
@@ -520,6 +522,8 @@ class WebSocketConnection:
             if self.role is not Role.SERVER:
                 raise ValueError("a client masks each frame with its own key")
             self._check_whole_message()
+        if type(frame) is not bytes:
+            frame = bytes(frame)   # queued by reference: a bytearray changed later would go out changed
         self._outgoing.append(frame)
 
     def _check_whole_message(self) -> None:

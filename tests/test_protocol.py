@@ -14,9 +14,9 @@ import pytest
 
 from rawws.errors import MessageTooBig
 from rawws.frames import (OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, Frame,
-                          FrameParser, encode_frame)
-from rawws.protocol import (BinaryMessage, CloseReceived, Ping, Pong, Role, State, TextMessage,
-                            WebSocketConnection)
+                          FrameParser, encode_frame, frame_header, mask)
+from rawws.protocol import (VECTORED_MIN, BinaryMessage, CloseReceived, Ping, Pong, Role, State,
+                            TextMessage, WebSocketConnection)
 
 from tests.wire import failed_with, sent_frames
 
@@ -775,3 +775,167 @@ def test_nothing_after_a_deferred_failure_is_read():
     assert server.events() == [TextMessage("a")]
     server.events_handled()
     assert failed_with(server) == 1002
+
+
+# ---- buffers_to_send: a big payload apart from its header ------------------------
+#
+# The server writes these pieces with one sendmsg (rawws.sendqueue): a payload
+# of VECTORED_MIN bytes or more is a piece of its own after its frame's header,
+# for a server the very object the application gave; small frames are joined.
+
+def test_server_sends_a_64k_binary_message_as_the_rfc_header_then_the_payload_itself():
+    payload = bytes(i % 251 for i in range(65536))
+    server = WebSocketConnection(Role.SERVER)
+    server.send_binary(payload)
+    pieces = server.buffers_to_send()
+    assert pieces == [bytes([0x82, 0x7F, 0, 0, 0, 0, 0, 0x01, 0x00, 0x00]), payload]
+    assert pieces[1] is payload                       # not copied
+
+
+@pytest.mark.parametrize("length, pieces", [
+    (VECTORED_MIN - 1, [bytes([0x82, 0x7E, 0x3F, 0xFF]) + bytes(VECTORED_MIN - 1)]),
+    (VECTORED_MIN, [bytes([0x82, 0x7E, 0x40, 0x00]), bytes(VECTORED_MIN)]),
+])
+def test_a_payload_is_a_piece_of_its_own_from_vectored_min_bytes(length, pieces):
+    server = WebSocketConnection(Role.SERVER)
+    server.send_binary(bytes(length))
+    assert server.buffers_to_send() == pieces
+
+
+def test_small_frames_queued_together_come_as_one_piece():
+    server = WebSocketConnection(Role.SERVER)
+    server.send_text("Hello")
+    server.send_ping(b"Hello")
+    server.send_binary(bytes(range(256)))
+    assert server.buffers_to_send() == [
+        bytes([0x81, 0x05, 0x48, 0x65, 0x6C, 0x6C, 0x6F])
+        + bytes([0x89, 0x05, 0x48, 0x65, 0x6C, 0x6C, 0x6F])
+        + bytes([0x82, 0x7E, 0x01, 0x00]) + bytes(range(256))]
+
+
+def test_a_preencoded_frame_alone_is_passed_on_as_it_is():
+    # A broadcast's frame, encoded once for every recipient.
+    frame = encode_frame(OP_TEXT, b"x" * 70_000)
+    server = WebSocketConnection(Role.SERVER)
+    server.send_frame_bytes(frame)
+    pieces = server.buffers_to_send()
+    assert pieces == [frame] and pieces[0] is frame
+
+
+def queue_every_kind_of_output(connection: WebSocketConnection) -> None:
+    """Small and big messages, fragments, a ping, a pong answered and a close."""
+    connection.send_text("Hello")
+    connection.send_binary(bytes(i % 256 for i in range(70_000)))
+    connection.send_ping(b"ping")
+    connection.send_text("\N{EURO SIGN}" * 20_000)
+    connection.send_fragment(b"a" * 20_000, fin=False)
+    connection.send_fragment(b"b", fin=False)
+    connection.send_fragment(b"c" * VECTORED_MIN, fin=True)
+    connection.receive_data(from_client(OP_PING, b"are you there?"))
+    connection.send_binary(b"")
+    connection.close(1000, "done")
+
+
+def test_buffers_to_send_joined_are_what_data_to_send_returns():
+    vectored = WebSocketConnection(Role.SERVER)
+    joined = WebSocketConnection(Role.SERVER)
+    queue_every_kind_of_output(vectored)
+    queue_every_kind_of_output(joined)
+    pieces = vectored.buffers_to_send()
+    assert len(pieces) > 1
+    assert b"".join(pieces) == joined.data_to_send()
+
+
+def test_buffers_to_send_joined_decode_to_the_frames_sent():
+    server = WebSocketConnection(Role.SERVER)
+    queue_every_kind_of_output(server)
+    peer = FrameParser(require_mask=False)
+    for piece in server.buffers_to_send():
+        peer.feed(piece)
+    frames = []
+    while (frame := peer.next_frame()) is not None:
+        frames.append(frame)
+    assert peer.buffered == 0
+    assert frames == [
+        Frame(OP_TEXT, b"Hello"),
+        Frame(OP_BINARY, bytes(i % 256 for i in range(70_000))),
+        Frame(OP_PING, b"ping"),
+        Frame(OP_TEXT, "\N{EURO SIGN}".encode("utf-8") * 20_000),
+        Frame(OP_BINARY, b"a" * 20_000, fin=False),
+        Frame(OP_CONTINUATION, b"b", fin=False),
+        Frame(OP_CONTINUATION, b"c" * VECTORED_MIN),
+        Frame(OP_PONG, b"are you there?"),
+        Frame(OP_BINARY, b""),
+        Frame(OP_CLOSE, b"\x03\xe8done"),
+    ]
+
+
+def test_data_to_send_joins_a_big_payload_after_its_header():
+    payload = bytes(i % 251 for i in range(65536))
+    server = WebSocketConnection(Role.SERVER)
+    server.send_binary(payload)
+    assert server.data_to_send() == bytes([0x82, 0x7F, 0, 0, 0, 0, 0, 0x01, 0x00, 0x00]) + payload
+
+
+def test_a_client_sends_a_big_payload_masked_after_its_header():
+    payload = random.Random(6455).randbytes(100_003)
+    client = WebSocketConnection(Role.CLIENT)
+    client.send_binary(payload)
+    header, *masked = client.buffers_to_send()
+    key = header[-4:]
+    assert header == frame_header(OP_BINARY, 100_003, mask_key=key)
+    assert len(masked) > 1                            # in chunks, after the header
+    assert b"".join(masked) == mask(payload, key)
+
+
+def test_a_client_big_message_in_pieces_decodes_back_with_a_server_parser():
+    payload = random.Random(6455).randbytes(1024 * 1024 + 3)
+    client = WebSocketConnection(Role.CLIENT)
+    client.send_binary(payload)
+    parser = FrameParser(require_mask=True, max_frame_size=2 * 1024 * 1024)
+    for piece in client.buffers_to_send():
+        parser.feed(piece)
+    assert parser.next_frame() == Frame(OP_BINARY, payload)
+    assert parser.buffered == 0
+
+
+def test_a_client_big_message_in_pieces_reaches_a_server_connection():
+    text = "\N{EURO SIGN}" * 30_000
+    client = WebSocketConnection(Role.CLIENT)
+    client.send_text(text)
+    server = WebSocketConnection(Role.SERVER)
+    for piece in client.buffers_to_send():
+        server.receive_data(piece)
+    assert server.events() == [TextMessage(text)]
+
+
+def test_nothing_is_left_after_buffers_to_send():
+    server = WebSocketConnection(Role.SERVER)
+    server.send_text("Hello")
+    server.send_binary(bytes(70_000))
+    server.send_text("again")
+    assert server.buffers_to_send() != []
+    assert server.buffers_to_send() == []
+    assert server.data_to_send() == b""
+
+
+def test_a_connection_with_nothing_queued_has_no_buffers_to_send():
+    assert WebSocketConnection(Role.SERVER).buffers_to_send() == []
+    assert WebSocketConnection(Role.CLIENT).buffers_to_send() == []
+
+
+def test_data_to_send_leaves_the_next_small_frames_joined_in_buffers_to_send():
+    conn = WebSocketConnection(Role.SERVER)
+    conn.send_binary(bytes(VECTORED_MIN))
+    conn.data_to_send()
+    conn.send_text("a")
+    conn.send_text("b")
+    assert conn.buffers_to_send() == [b"\x81\x01a\x81\x01b"]
+
+
+def test_a_bytearray_frame_sent_as_bytes_is_copied_so_later_changes_do_not_go_out():
+    conn = WebSocketConnection(Role.SERVER)
+    frame = bytearray(b"\x81\x02hi")
+    conn.send_frame_bytes(frame)
+    frame[2:4] = b"no"
+    assert b"".join(conn.buffers_to_send()) == b"\x81\x02hi"
