@@ -418,25 +418,6 @@ def test_streamed_read_of_bytes_trickled_under_the_unmasking_piece(pool):
     assert parser.pending.read() == payload[10:13]
 
 
-def test_a_streamed_frame_read_in_random_places_is_unmasked_exactly_once(pool):
-    rng = random.Random(6455)
-    wire, payload, _ = big_frame(300_000, seed=11)
-    parser = FrameParser(require_mask=SERVER_SIDE)
-    parts = []
-    position = 0
-    while position < len(wire):
-        step = rng.choice((1, 2, 3, 5, 100, 4096, 50_000))
-        parser.feed(wire[position:position + step])
-        position += step
-        frame_or_none = parser.next_frame()
-        if frame_or_none is not None:
-            parts.append(frame_or_none.payload)
-        elif parser.pending is not None and rng.random() < 0.7:
-            assert parser.pending.streamed
-            parts.append(parser.pending.read())
-    assert b"".join(parts) == payload
-
-
 def test_a_streamed_frame_read_to_its_end_comes_with_an_empty_payload(pool):
     wire, payload, header = big_frame(100_000, seed=12)
     parser = FrameParser(require_mask=SERVER_SIDE)
