@@ -21,19 +21,22 @@ SIZES = (125, 4096, 1024 * 1024)
 KEY = b"\x37\xfa\x21\x3d"
 
 
+def in_a_copy(mask_in_place: Callable[[bytearray], None]) -> Callable[[bytes], bytearray]:
+    """A function that masks a bytearray in place, timed with the copy into one counted."""
+    def masked(data: bytes) -> bytearray:
+        buffer = bytearray(data)
+        mask_in_place(buffer)
+        return buffer
+    return masked
+
+
 def implementations() -> dict[str, Callable[[bytes], object]]:
     """name -> function(data) returning the masked payload (a copy, as rawws does)."""
     found: dict[str, Callable[[bytes], object]] = {}
     from rawws.frames import mask, mask_in_place
     found["rawws (pure Python)"] = lambda data: mask(data, KEY)
-
-    def rawws_in_place(data: bytes) -> bytearray:
-        # How a big frame is unmasked as it arrives (StreamedFrame); the copy
-        # into a bytearray is counted, as for aiohttp's functions below.
-        buffer = bytearray(data)
-        mask_in_place(buffer, KEY)
-        return buffer
-    found["rawws in place (pure Python)"] = rawws_in_place
+    # How the parser unmasks a payload of 1 KiB or more, in its buffer or a StreamedFrame's.
+    found["rawws in place (pure Python)"] = in_a_copy(lambda buffer: mask_in_place(buffer, KEY))
     try:
         from websockets.utils import apply_mask as ws_python
         found["websockets (pure Python fallback)"] = lambda data: ws_python(data, KEY)
@@ -44,24 +47,15 @@ def implementations() -> dict[str, Callable[[bytes], object]]:
         found["websockets (C speedups)"] = lambda data: ws_c(data, KEY)
     except ImportError:
         pass
-    try:   # aiohttp masks a bytearray in place; the copy into one is counted
+    try:   # aiohttp masks a bytearray in place
         from aiohttp._websocket.helpers import _websocket_mask_python
-
-        def aiohttp_python(data: bytes) -> bytearray:
-            buffer = bytearray(data)
-            _websocket_mask_python(KEY, buffer)
-            return buffer
-        found["aiohttp (pure Python fallback)"] = aiohttp_python
+        found["aiohttp (pure Python fallback)"] = in_a_copy(
+            lambda buffer: _websocket_mask_python(KEY, buffer))
     except ImportError:
         pass
     try:
         from aiohttp._websocket.mask import _websocket_mask_cython
-
-        def aiohttp_c(data: bytes) -> bytearray:
-            buffer = bytearray(data)
-            _websocket_mask_cython(KEY, buffer)
-            return buffer
-        found["aiohttp (Cython)"] = aiohttp_c
+        found["aiohttp (Cython)"] = in_a_copy(lambda buffer: _websocket_mask_cython(KEY, buffer))
     except ImportError:
         pass
     return found
