@@ -109,14 +109,11 @@ class ClientConnection:
             return
         try:
             self.sock.settimeout(None)
-            if len(pieces) == 1:
-                self.sock.sendall(pieces[0])
-            else:
-                # A big frame: its header and payload pieces in vectored writes, not joined.
-                queue = SendQueue()
-                queue.extend(pieces)
-                while queue.size:
-                    queue.consume(self.sock.sendmsg(queue.head()))
+            # A big frame's header and payload go in vectored writes, not joined.
+            queue = SendQueue()
+            queue.extend(pieces)
+            while queue.size:
+                queue.consume(self.sock.sendmsg(queue.head()))
         except OSError:
             self.protocol.abort()
             return

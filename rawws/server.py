@@ -460,10 +460,10 @@ class _Connection:
         elif len(pieces) == 1 and not out.size:
             # The usual case: one frame, nothing queued, so send it directly
             # and queue only the part the kernel did not take.
-            data = pieces[0]
-            sent = self.send_some(data)
+            sent = self.send_some(pieces)
             if sent < 0:
                 return
+            data = pieces[0]
             if sent < len(data):
                 out.append(memoryview(data)[sent:])
             self.after_write()
@@ -471,18 +471,20 @@ class _Connection:
             out.extend(pieces)
             self.write_out()
 
-    def send_some(self, data: bytes | bytearray | memoryview) -> int:
-        """Send what the kernel takes of `data` now: the count, or -1 when the
-        connection broke (it is torn down)."""
+    def send_some(self, pieces: list[bytes | bytearray | memoryview]) -> int:
+        """Send what the kernel takes of `pieces` now, in one write (vectored
+        when there are several): the count, or -1 when the connection broke
+        (it is torn down)."""
         try:
-            sent = self.sock.send(data)
+            sent = (self.sock.send(pieces[0]) if len(pieces) == 1
+                    else self.sock.sendmsg(pieces))
         except (BlockingIOError, InterruptedError):
             return 0
         except OSError:
             self.teardown()
             return -1
         if self.tap is not None:
-            self.tap.outgoing(data[:sent])
+            self.tap.outgoing((pieces[0] if len(pieces) == 1 else b"".join(pieces))[:sent])
         return sent
 
     def write_out(self) -> None:
@@ -490,19 +492,7 @@ class _Connection:
         vectored write when there are several pieces."""
         out = self.out
         if out.size:
-            pieces = out.head()
-            if len(pieces) == 1:
-                sent = self.send_some(pieces[0])
-            else:
-                try:
-                    sent = self.sock.sendmsg(pieces)
-                except (BlockingIOError, InterruptedError):
-                    sent = 0
-                except OSError:
-                    self.teardown()
-                    return
-                if self.tap is not None:
-                    self.tap.outgoing(b"".join(pieces)[:sent])
+            sent = self.send_some(out.head())
             if sent < 0:
                 return
             out.consume(sent)
