@@ -4,7 +4,7 @@
 - `chat.messages`: the JSON envelope, parsing and validation, outgoing messages.
 - `chat.room`: the room as pure logic (members, names, history, rate limit,
   broadcast); it never touches a socket, only connection handles.
-- `chat.app`: `ChatApp`, the `rawws.server.WebSocketApp` that wires the room
+- `chat.app`: `ChatApp`, the `rawws.net.server.WebSocketApp` that wires the room
   to real connections (subprotocols, Origin policy).
 - `python -m chat`: the server; `python -m chat.client`: a terminal client.
 

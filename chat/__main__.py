@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 from rawws.deflate import DeflateOptions
-from rawws.server import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Server
-from rawws.trace import WireTracer
+from rawws.net.server import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Server
+from rawws.tools.trace import WireTracer
 
 from .app import ChatApp
 from .room import Limits
@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not accept permessage-deflate (RFC 7692), on by default")
     p.add_argument("--trace", action="store_true",
                    help="print every byte in and out, HTTP heads and annotated WebSocket "
-                        "frames, on stderr (rawws.trace; docs/walkthrough.md)")
+                        "frames, on stderr (rawws.tools.trace; docs/walkthrough.md)")
     p.add_argument("--log-level", default="INFO", type=str.upper,
                    choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
     limits = p.add_argument_group("limits")

@@ -1,4 +1,4 @@
-"""`ChatApp`: the chat room behind a `rawws.server.Server`.
+"""`ChatApp`: the chat room behind a `rawws.net.server.Server`.
 
 The app is the glue between real WebSocket connections and the pure-logic
 `Room`: it chooses which connections may open (Origin, subprotocol), tells
@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from rawws.close import CLOSE_POLICY_VIOLATION
-from rawws.server import WebSocketApp
+from rawws.net.server import WebSocketApp
 
 from .messages import PROTOCOL_V1, PROTOCOL_V2, SUBPROTOCOLS, VERSION_OF
 from .room import Limits, Room

@@ -25,10 +25,10 @@ import time
 import unicodedata
 from typing import Any, TextIO
 
-from rawws.client import ClientConnection, connect
+from rawws.net.client import ClientConnection, connect
 from rawws.errors import ConnectionClosed, HandshakeError, WebSocketError
 from rawws.protocol import BinaryMessage, TextMessage
-from rawws.trace import WireTracer
+from rawws.tools.trace import WireTracer
 
 from .messages import PROTOCOL_V2
 

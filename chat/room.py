@@ -1,7 +1,7 @@
 """The chat room as pure logic: who is here, under which name, and who hears what.
 
 The room never touches a socket. It is handed *connection handles*, objects
-with the few members of `rawws.server.WebSocket` it uses:
+with the few members of `rawws.net.server.WebSocket` it uses:
 
     conn.send_text(text: str) -> bool      # one message to this connection only
     conn.send_frame_bytes(frame) -> bool   # an already-encoded frame (broadcast)
@@ -425,7 +425,7 @@ class Room:
         200-character message: with fakes whose send appends to a list,
         0.10 s, against 0.20 s for the former single loop over all members in
         join order that checked `open`, looked up the member's frames and
-        copied the dict first; with real `rawws.server.WebSocket` handles
+        copied the dict first; with real `rawws.net.server.WebSocket` handles
         (over a stub connection, no socket), 1.0 s against 1.9 s.
         """
         for (version, deflate_bits), audience in self._audience.items():

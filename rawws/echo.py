@@ -11,9 +11,9 @@ import logging
 import sys
 
 from .deflate import DeflateOptions
-from .server import (DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Server, WebSocket,
+from .net.server import (DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Server, WebSocket,
                      WebSocketApp)
-from .trace import WireTracer
+from .tools.trace import WireTracer
 
 ECHO_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-level", default="WARNING")
     parser.add_argument("--trace", action="store_true",
                         help="print every byte in and out, handshakes and annotated frames, "
-                             "on stderr (rawws.trace)")
+                             "on stderr (rawws.tools.trace)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     server = Server(EchoApp(), host=args.host, port=args.port,

@@ -1,7 +1,7 @@
 """A small Chromium DevTools Protocol driver for the browser tests.
 
 The DevTools protocol is JSON over a WebSocket, so this drives a headless
-Chromium with the project's own blocking client (`rawws.client`) and no
+Chromium with the project's own blocking client (`rawws.net.client`) and no
 other package:
 
     with Browser.launch() as browser:
@@ -41,7 +41,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from rawws.client import ClientConnection, connect
+from rawws.net.client import ClientConnection, connect
 from rawws.errors import ConnectionClosed
 
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")

@@ -1,12 +1,12 @@
 """Shared fixtures for the tests that run over real sockets on 127.0.0.1.
 
-* `serve(app=None, **server_kwargs)` starts a `rawws.server.Server` in a
+* `serve(app=None, **server_kwargs)` starts a `rawws.net.server.Server` in a
   thread (an echo server by default, keepalive pings off) and shuts it down
   after the test.
 * `chat_server(limits=None, allowed_origins=None, **server_kwargs)` starts
   the chat the same way, returning (server, app).
 * `raw(server_or_port)` opens a `RawClient`: a plain TCP socket that speaks
-  the WebSocket protocol by hand, so a test can send what `rawws.client`
+  the WebSocket protocol by hand, so a test can send what `rawws.net.client`
   never would (unmasked frames, bad UTF-8, silence) and read every byte the
   server answers. Raw sockets are closed before the servers shut down.
 
@@ -25,7 +25,7 @@ from rawws.echo import EchoApp
 from rawws.frames import OP_CLOSE, Frame, FrameParser, decode_close_payload, encode_frame
 from rawws.handshake import accept_key, build_request, make_key
 from rawws.http import Response, find_head_end, parse_response_head
-from rawws.server import Server, WebSocketApp, run_in_thread
+from rawws.net.server import Server, WebSocketApp, run_in_thread
 
 SOCKET_TIMEOUT = 5.0
 

@@ -2,7 +2,7 @@
 
 Nothing here needs Python 2 or the suite itself: the runner's pure parts are
 checked on index.json data made here, and the client driver runs against a
-small stand-in for the suite's fuzzing server written on rawws.server.
+small stand-in for the suite's fuzzing server written on rawws.net.server.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from rawws.server import WebSocket, WebSocketApp
+from rawws.net.server import WebSocket, WebSocketApp
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools" / "autobahn"
 

@@ -10,7 +10,7 @@ from rawws.frames import OP_TEXT, encode_frame
 
 
 class FakeWS:
-    """The part of rawws.server.WebSocket the room uses, recording what it gets.
+    """The part of rawws.net.server.WebSocket the room uses, recording what it gets.
 
     Like the real handle, a send to a connection that is not open returns
     False and does nothing. `fail=True` makes every send raise, which the

@@ -17,7 +17,7 @@ import pytest
 
 from chat import messages as m
 from chat.room import Limits
-from rawws.client import connect
+from rawws.net.client import connect
 from rawws.errors import ConnectionClosed, HandshakeError
 
 ROOT = Path(__file__).resolve().parent.parent

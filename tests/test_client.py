@@ -1,11 +1,11 @@
-"""rawws.client against the echo server (in-process, over 127.0.0.1)."""
+"""rawws.net.client against the echo server (in-process, over 127.0.0.1)."""
 from __future__ import annotations
 
 import os
 
 import pytest
 
-from rawws.client import connect
+from rawws.net.client import connect
 from rawws.echo import ECHO_MAX_MESSAGE_SIZE, EchoApp
 from rawws.errors import ConnectionClosed, HandshakeError
 from rawws.protocol import CloseReceived, Pong
@@ -163,7 +163,7 @@ def test_server_close_is_seen_as_close_received(serve):
 
 
 def test_refused_handshake_raises_handshake_error_with_status(serve):
-    from rawws.server import WebSocketApp
+    from rawws.net.server import WebSocketApp
 
     server = serve(WebSocketApp())
     with pytest.raises(HandshakeError) as refused:

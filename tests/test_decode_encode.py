@@ -1,4 +1,4 @@
-"""`python -m rawws.decode` and `python -m rawws.encode`: frames from hex and back.
+"""`python -m rawws.tools.decode` and `python -m rawws.tools.encode`: frames from hex and back.
 
 The decoder is run through `main(argv)` (its output captured) for each kind
 of input and each rule it names, with the byte and the RFC section; the
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from rawws import decode, encode
-from rawws.decode import parse_hex
+from rawws.tools import decode, encode
+from rawws.tools.decode import parse_hex
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -68,7 +68,7 @@ def test_hex_with_an_odd_number_of_digits_is_refused():
 
 def test_bad_hex_exits_2_with_the_reason(capsys):
     assert run_decode(capsys, "81", "zz") == (2, [
-        "python -m rawws.decode: not a hex digit: 'z' in 'zz'"])
+        "python -m rawws.tools.decode: not a hex digit: 'z' in 'zz'"])
 
 
 # ---- decoding: the RFC §5.7 examples -------------------------------------------------
@@ -293,16 +293,16 @@ def test_encode_refuses_bad_options_with_status_2(capsys, argv):
 def test_encode_refuses_a_binary_payload_that_is_not_hex(capsys):
     status, lines = run_encode(capsys, "--binary", "xyz")
     assert status == 2
-    assert lines == ["python -m rawws.encode: --binary payload: not a hex digit: 'x' in 'xyz'"]
+    assert lines == ["python -m rawws.tools.encode: --binary payload: not a hex digit: 'x' in 'xyz'"]
 
 
 # ---- the real commands ------------------------------------------------------------
 
 def test_encode_piped_into_decode_as_commands():
-    encoded = subprocess.run([sys.executable, "-m", "rawws.encode", "-q", "--key", "37fa213d",
+    encoded = subprocess.run([sys.executable, "-m", "rawws.tools.encode", "-q", "--key", "37fa213d",
                               "h\u00e9llo \u20ac"], capture_output=True, text=True, env=ENV,
                              cwd=ROOT, timeout=20, check=True)
-    decoded = subprocess.run([sys.executable, "-m", "rawws.decode", "--sender", "client"],
+    decoded = subprocess.run([sys.executable, "-m", "rawws.tools.decode", "--sender", "client"],
                              input=encoded.stdout, capture_output=True, text=True, env=ENV,
                              cwd=ROOT, timeout=20)
     assert decoded.returncode == 0, decoded.stderr
@@ -310,7 +310,7 @@ def test_encode_piped_into_decode_as_commands():
 
 
 def test_decode_command_exits_1_on_a_bad_frame():
-    decoded = subprocess.run([sys.executable, "-m", "rawws.decode", "a1 00"], capture_output=True,
+    decoded = subprocess.run([sys.executable, "-m", "rawws.tools.decode", "a1 00"], capture_output=True,
                              text=True, env=ENV, cwd=ROOT, timeout=20)
     assert decoded.returncode == 1
     assert "error: byte 0: RSV2 set but no extension negotiated (RFC 6455 §5.2)" in decoded.stdout

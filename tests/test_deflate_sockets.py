@@ -14,7 +14,7 @@ import pytest
 
 from chat import messages as m
 from chat.__main__ import CHAT_COMPRESSION
-from rawws.client import connect
+from rawws.net.client import connect
 from rawws.deflate import DeflateOptions, DeflateParams, compress_once
 from rawws.errors import HandshakeError
 from rawws.frames import OP_BINARY, OP_TEXT, RSV1_BIT, encode_frame

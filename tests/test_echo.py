@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from rawws.client import connect
+from rawws.net.client import connect
 from rawws.echo import EchoApp
 from rawws.errors import ConnectionClosed
 from rawws.frames import OP_BINARY, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT

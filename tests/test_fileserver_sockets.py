@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from rawws.client import connect
+from rawws.net.client import connect
 from rawws.echo import EchoApp
 from rawws.frames import OP_TEXT
 

@@ -70,7 +70,7 @@ def mutate_handshake(rng: random.Random, data: bytes) -> bytes:
 # ---- the server side ---------------------------------------------------------------------
 
 def server_outcome(request: Request, label: str) -> tuple:
-    """What the server makes of one request head, step by step as rawws.server does."""
+    """What the server makes of one request head, step by step as rawws.net.server does."""
     if request.method == "HEAD" or not is_upgrade_request(request):
         return ("file", request.method, request.target)
     try:

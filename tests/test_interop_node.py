@@ -5,7 +5,7 @@ default from Node 22). A small inline script connects to our server, runs
 an exchange and prints JSON on stdout; the test checks it.
 
 Only this direction is tested: Node has no built-in WebSocket *server*, so
-running `rawws.client` against Node would need a package.
+running `rawws.net.client` against Node would need a package.
 
 Without node the tests are skipped, except under CI=true, where a missing
 node is a failure.
@@ -23,7 +23,7 @@ import time
 import pytest
 
 from rawws.echo import ECHO_MAX_MESSAGE_SIZE, EchoApp
-from rawws.server import WebSocketApp
+from rawws.net.server import WebSocketApp
 
 pytestmark = pytest.mark.interop
 

@@ -1,9 +1,9 @@
-"""rawws.loop: timers and wake-ups, without sockets of our own."""
+"""rawws.net.loop: timers and wake-ups, without sockets of our own."""
 from __future__ import annotations
 
 import threading
 
-from rawws.loop import EventLoop
+from rawws.net.loop import EventLoop
 
 
 def test_timers_run_in_deadline_order():

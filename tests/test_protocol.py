@@ -780,7 +780,7 @@ def test_nothing_after_a_deferred_failure_is_read():
 
 # ---- buffers_to_send: a big payload apart from its header ------------------------
 #
-# The server writes these pieces with one sendmsg (rawws.sendqueue): a payload
+# The server writes these pieces with one sendmsg (rawws.net.sendqueue): a payload
 # of VECTORED_MIN bytes or more is a piece of its own after its frame's header,
 # for a server the very object the application gave; small frames are joined.
 

@@ -32,12 +32,12 @@ import pytest
 
 from chat import __main__ as chat_main
 from chat import messages as m
-from rawws.client import connect
+from rawws.net.client import connect
 from rawws.errors import ConnectionClosed, HandshakeError
 from rawws.frames import (OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT,
                           FrameParser, decode_close_payload, encode_close_payload, encode_frame)
 from rawws.handshake import build_request, make_key
-from rawws.server import (DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, RECV_SIZE, Server,
+from rawws.net.server import (DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, RECV_SIZE, Server,
                           WebSocketApp)
 
 ROOT = Path(__file__).resolve().parent.parent

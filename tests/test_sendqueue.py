@@ -1,4 +1,4 @@
-"""rawws.sendqueue: a connection's unsent output, kept as the pieces it was
+"""rawws.net.sendqueue: a connection's unsent output, kept as the pieces it was
 queued in and written with one vectored `sendmsg`.
 
 The queue keeps references, never copies: a piece the socket took part of
@@ -13,7 +13,7 @@ import select
 import socket
 import time
 
-from rawws.sendqueue import MAX_PIECES, SendQueue
+from rawws.net.sendqueue import MAX_PIECES, SendQueue
 
 
 def queue_of(*pieces: bytes) -> SendQueue:

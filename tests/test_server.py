@@ -1,6 +1,6 @@
-"""rawws.server over real sockets: what a raw peer sees on the wire, the app's callbacks, robustness.
+"""rawws.net.server over real sockets: what a raw peer sees on the wire, the app's callbacks, robustness.
 
-Raw-socket tests send what `rawws.client` never would (unmasked frames, bad
+Raw-socket tests send what `rawws.net.client` never would (unmasked frames, bad
 UTF-8, silence) and check the server's answer byte by byte: the Close code
 first, then the TCP connection closed by the server.
 """
@@ -15,12 +15,12 @@ import time
 
 import pytest
 
-from rawws.client import connect
+from rawws.net.client import connect
 from rawws.errors import ConnectionClosed
 from rawws.frames import (OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, encode_close_payload,
                           encode_frame)
 from rawws.handshake import build_request, make_key
-from rawws.server import WebSocketApp
+from rawws.net.server import WebSocketApp
 
 
 class RecordingApp(WebSocketApp):

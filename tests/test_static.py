@@ -1,4 +1,4 @@
-"""rawws.static: serving a web root, and never anything outside it."""
+"""rawws.net.static: serving a web root, and never anything outside it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rawws.http import Headers, Request
-from rawws.static import StaticFiles, content_type
+from rawws.net.static import StaticFiles, content_type
 
 INDEX = b"<!doctype html><title>chat</title>\n"
 NOT_FOUND = (

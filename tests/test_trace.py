@@ -1,4 +1,4 @@
-"""rawws.trace: frames annotated field by field, and --trace on a live connection.
+"""rawws.tools.trace: frames annotated field by field, and --trace on a live connection.
 
 The RFC 6455 §5.7 examples come first, each with its whole annotation, line
 by line; then each rule the annotator names (byte and section), text split
@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from rawws.client import connect
+from rawws.net.client import connect
 from rawws.frames import OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT, encode_frame
 from rawws.handshake import accept_key, build_request
-from rawws.trace import (FrameAnnotator, IncompleteFrame, WireTracer, annotate_frame,
+from rawws.tools.trace import (FrameAnnotator, IncompleteFrame, WireTracer, annotate_frame,
                          check_header, parse_header, printable)
 
 RFC_KEY = bytes.fromhex("37fa213d")   # the masking key of every masked §5.7 example

@@ -1,4 +1,4 @@
-"""The client under test for Autobahn's fuzzingserver: `rawws.client` echoing every case.
+"""The client under test for Autobahn's fuzzingserver: `rawws.net.client` echoing every case.
 
 The suite's usual client loop: ask /getCaseCount, then for each case open
 /runCase?case=N&agent=AGENT and send every message back unchanged (text as
@@ -18,7 +18,7 @@ from typing import Any, Callable
 PROJECT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(PROJECT))
 
-from rawws.client import ClientConnection, connect  # noqa: E402
+from rawws.net.client import ClientConnection, connect  # noqa: E402
 from rawws.errors import ConnectionClosed, HandshakeError  # noqa: E402
 
 DEFAULT_AGENT = "rawws"
@@ -37,7 +37,7 @@ def deflate_options(connect_function: Callable[..., Any]) -> dict[str, Any]:
     """
     parameters = inspect.signature(connect_function).parameters
     if "compression" in parameters:
-        return {"compression": True}   # rawws.client: True offers the default DeflateOptions
+        return {"compression": True}   # rawws.net.client: True offers the default DeflateOptions
     return {}
 
 

@@ -1,7 +1,7 @@
 """Run Autobahn|Testsuite against rawws, both ways, and print one summary line per side.
 
 * server side: wstest's fuzzingclient drives `python -m rawws.echo`;
-* client side: wstest's fuzzingserver drives `client_driver.py` (rawws.client).
+* client side: wstest's fuzzingserver drives `client_driver.py` (rawws.net.client).
 
     python tools/autobahn/run.py [--mode full|quick] [--side both|server|client]
 
@@ -349,7 +349,7 @@ def run_server_side(settings: Settings) -> Summary:
 
 
 def run_client_side(settings: Settings) -> Summary:
-    """wstest's fuzzingserver against client_driver.py (rawws.client)."""
+    """wstest's fuzzingserver against client_driver.py (rawws.net.client)."""
     outdir = settings.reports / "client"
     clean_report_dir(outdir)
     cases, exclude = mode_cases(settings.mode)

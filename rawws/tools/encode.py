@@ -1,12 +1,12 @@
-"""`python -m rawws.encode`: one WebSocket frame built from a payload, printed as hex.
+"""`python -m rawws.tools.encode`: one WebSocket frame built from a payload, printed as hex.
 
-    python -m rawws.encode Hello                    # 81 05 48 65 6c 6c 6f
-    python -m rawws.encode --key 37fa213d Hello     # the RFC's masked example
-    python -m rawws.encode --mask Hello             # masked with a random key
-    python -m rawws.encode --binary 'de ad be ef'   # a binary payload, in hex
-    python -m rawws.encode --close 1000 bye         # a Close frame with a reason
+    python -m rawws.tools.encode Hello                    # 81 05 48 65 6c 6c 6f
+    python -m rawws.tools.encode --key 37fa213d Hello     # the RFC's masked example
+    python -m rawws.tools.encode --mask Hello             # masked with a random key
+    python -m rawws.tools.encode --binary 'de ad be ef'   # a binary payload, in hex
+    python -m rawws.tools.encode --close 1000 bye         # a Close frame with a reason
 
-The reverse of `python -m rawws.decode`: the frame's bytes on the first
+The reverse of `python -m rawws.tools.decode`: the frame's bytes on the first
 line, then their annotation, so the two can be read side by side (`-q`
 prints the hex alone, to pipe into the decoder). Nothing is refused: a
 frame that breaks a rule (`--opcode 3`, a 200-byte ping) is built anyway,
@@ -18,9 +18,9 @@ import argparse
 import os
 import sys
 
-from .deflate import compress_once
+from ..deflate import compress_once
 from .decode import DEFAULT_HEX_LIMIT, DEFAULT_TEXT_LIMIT, decode, parse_hex
-from .frames import MASK_KEY_SIZE, OP_BINARY, OP_CLOSE, OP_TEXT, encode_frame
+from ..frames import MASK_KEY_SIZE, OP_BINARY, OP_CLOSE, OP_TEXT, encode_frame
 from .trace import OPCODE_NAMES
 
 OPCODES_BY_NAME = {name.lower(): opcode for opcode, name in OPCODE_NAMES.items()}
@@ -65,7 +65,7 @@ def build_frame(payload: bytes, *, opcode: int = OP_TEXT, fin: bool = True,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m rawws.encode",
+    p = argparse.ArgumentParser(prog="python -m rawws.tools.encode",
                                 description=__doc__.splitlines()[0].split(": ", 1)[1])
     p.add_argument("payload", nargs="?", default="",
                    help="the payload: text, or hex with --binary; '-' reads stdin "
@@ -98,14 +98,14 @@ def main(argv: list[str] | None = None) -> int:
         try:
             payload = parse_hex(text)
         except ValueError as error:
-            print(f"python -m rawws.encode: --binary payload: {error}", file=sys.stderr)
+            print(f"python -m rawws.tools.encode: --binary payload: {error}", file=sys.stderr)
             return 2
     else:
         payload = text.encode("utf-8")
     opcode = args.opcode
     if args.close is not None:
         if not 0 <= args.close <= 0xFFFF:
-            print("python -m rawws.encode: a close code is 2 bytes, 0-65535", file=sys.stderr)
+            print("python -m rawws.tools.encode: a close code is 2 bytes, 0-65535", file=sys.stderr)
             return 2
         payload = args.close.to_bytes(2, "big") + payload   # §5.5.1: the code, then the reason
         opcode = OP_CLOSE if opcode is None else opcode

@@ -15,15 +15,15 @@ import time
 from collections import deque
 from urllib.parse import urlsplit
 
-from .close import CLOSE_NORMAL
-from .deflate import DeflateOptions, PerMessageDeflate, client_check, client_offer
-from .errors import ConnectionClosed, HandshakeError
-from .handshake import build_request, check_response, make_key
-from .http import find_head_end, parse_response_head, Response
-from .protocol import (BinaryMessage, Event, Pong, Role, State, TextMessage,
+from ..close import CLOSE_NORMAL
+from ..deflate import DeflateOptions, PerMessageDeflate, client_check, client_offer
+from ..errors import ConnectionClosed, HandshakeError
+from ..handshake import build_request, check_response, make_key
+from ..http import find_head_end, parse_response_head, Response
+from ..protocol import (BinaryMessage, Event, Pong, Role, State, TextMessage,
                        WebSocketConnection)
 from .sendqueue import SendQueue
-from .trace import ConnectionTap, WireTracer
+from ..tools.trace import ConnectionTap, WireTracer
 
 # Each recv() makes a fresh bytes object of this size: kept under glibc's
 # 128 KiB mmap threshold, it comes from the heap, where a bigger one would
@@ -40,7 +40,7 @@ class ClientConnection:
                  response: Response, subprotocol: str | None, leftover: bytes,
                  tap: ConnectionTap | None = None) -> None:
         self.sock = sock
-        self.tap = tap   # --trace (rawws.trace): sees every byte sent and received
+        self.tap = tap   # --trace (rawws.tools.trace): sees every byte sent and received
         self.protocol = protocol
         self.response = response
         self.subprotocol = subprotocol
@@ -227,7 +227,7 @@ def connect(url: str, *, subprotocols: list[str] | tuple[str, ...] = (),
     7692); whether the server took it is in `.compression` afterwards.
     Raises HandshakeError (with the server's status) when the server refuses,
     or when its answer breaks what the client offered. `trace` prints every
-    byte of the connection as it is sent and received (`rawws.trace`).
+    byte of the connection as it is sent and received (`rawws.tools.trace`).
     """
     options = DeflateOptions() if compression is True else (compression or None)
     parts = urlsplit(url)

@@ -1,4 +1,4 @@
-"""HTTP/1.1 and WebSockets on one port, on the `rawws.loop` event loop.
+"""HTTP/1.1 and WebSockets on one port, on the `rawws.net.loop` event loop.
 
 Each accepted socket starts as an HTTP connection. A request that asks for a
 WebSocket (RFC 6455 §4) is validated, offered to the application (Origin,
@@ -27,19 +27,19 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from .close import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL
-from .deflate import DeflateOptions, DeflateParams, PerMessageDeflate, server_accept
-from .errors import HandshakeError, HTTPError
-from .handshake import (accept_response, is_upgrade_request, offered_subprotocols,
+from ..close import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL
+from ..deflate import DeflateOptions, DeflateParams, PerMessageDeflate, server_accept
+from ..errors import HandshakeError, HTTPError
+from ..handshake import (accept_response, is_upgrade_request, offered_subprotocols,
                         refusal_response, validate_request)
-from .http import Request, RequestParser, format_response
-from .origin import OriginPolicy
+from ..http import Request, RequestParser, format_response
+from ..origin import OriginPolicy
 from .loop import EVENT_READ, EVENT_WRITE, EventLoop, Timer
-from .protocol import (DEFAULT_MAX_MESSAGE_SIZE, BinaryMessage, Pong, Role, State, TextMessage,
+from ..protocol import (DEFAULT_MAX_MESSAGE_SIZE, BinaryMessage, Pong, Role, State, TextMessage,
                        WebSocketConnection)
 from .sendqueue import SendQueue
 from .static import StaticFiles
-from .trace import WireTracer
+from ..tools.trace import WireTracer
 
 log = logging.getLogger("rawws.server")
 
@@ -191,7 +191,7 @@ class _Connection:
                                                           self.on_http_timeout)
         self.ping_timer: Timer | None = None
         self.awaiting_pong = False
-        # --trace: sees every byte as it crosses the socket (rawws.trace); None costs one test.
+        # --trace: sees every byte as it crosses the socket (rawws.tools.trace); None costs one test.
         self.tap = (server.tracer.tap(f"accepted from {remote[0]}:{remote[1]}", role="server")
                     if server.tracer is not None else None)
 
@@ -587,7 +587,7 @@ class Server:
                  compression: DeflateOptions | None = DeflateOptions(),
                  backlog: int = 1024, tracer: WireTracer | None = None) -> None:
         self.app = app
-        self.tracer = tracer   # --trace: print every byte in and out (rawws.trace)
+        self.tracer = tracer   # --trace: print every byte in and out (rawws.tools.trace)
         # permessage-deflate (RFC 7692) for clients that offer it; None turns it off.
         self.compression = compression
         self.max_message_size = max_message_size

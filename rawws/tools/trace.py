@@ -5,7 +5,7 @@ Three layers, each usable alone:
 - `parse_header()` and `annotate_frame()`: pure functions. One frame's bytes
   in, its header fields (RFC 6455 §5.2) and payload (hex, unmasked, as text)
   out as lines of text, with every rule the frame breaks named by byte and
-  section. `python -m rawws.decode` prints them.
+  section. `python -m rawws.tools.decode` prints them.
 - `FrameAnnotator`: the frames of one direction in order, carrying what
   spans frames (the message being fragmented, §5.4; a character split
   between frames; the permessage-deflate inflater, RFC 7692).
@@ -33,12 +33,12 @@ from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import TextIO
 
-from .close import (CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_INVALID_PAYLOAD,
+from ..close import (CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_INVALID_PAYLOAD,
                     CLOSE_MANDATORY_EXTENSION, CLOSE_MESSAGE_TOO_BIG, CLOSE_NO_STATUS, CLOSE_NORMAL,
                     CLOSE_POLICY_VIOLATION, CLOSE_PROTOCOL_ERROR, CLOSE_TLS_HANDSHAKE,
                     CLOSE_UNSUPPORTED_DATA, is_valid_close_code)
-from .deflate import EMPTY_BLOCK_TAIL
-from .frames import (FIN_BIT, KNOWN_OPCODES, LENGTH_16BIT, LENGTH_64BIT,
+from ..deflate import EMPTY_BLOCK_TAIL
+from ..frames import (FIN_BIT, KNOWN_OPCODES, LENGTH_16BIT, LENGTH_64BIT,
                      LENGTH_BITS, MASK_BIT, MASK_KEY_SIZE, MAX_CONTROL_PAYLOAD, OP_BINARY,
                      OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, OPCODE_BITS, RSV1_BIT,
                      RSV2_BIT, RSV3_BIT, mask)

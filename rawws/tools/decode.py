@@ -1,7 +1,7 @@
-"""`python -m rawws.decode`: WebSocket frames given as hex, annotated field by field.
+"""`python -m rawws.tools.decode`: WebSocket frames given as hex, annotated field by field.
 
-    python -m rawws.decode 81 85 37 fa 21 3d 7f 9f 4d 51 58
-    echo 0x81:0x05:48:65:6c:6c:6f | python -m rawws.decode
+    python -m rawws.tools.decode 81 85 37 fa 21 3d 7f 9f 4d 51 58
+    echo 0x81:0x05:48:65:6c:6c:6f | python -m rawws.tools.decode
 
 The hex comes from the arguments, or from stdin when there are none; white
 space, `0x` prefixes, `:` and `,` between bytes are all accepted. Several
@@ -103,7 +103,7 @@ def _limit(text: str) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rawws.decode",
+    parser = argparse.ArgumentParser(prog="python -m rawws.tools.decode",
                                      description=__doc__.splitlines()[0].split(": ", 1)[1])
     parser.add_argument("hex", nargs="*", help="the bytes, in hex (default: read stdin)")
     parser.add_argument("--sender", choices=["client", "server"],
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         data = parse_hex(text)
     except ValueError as error:
-        print(f"python -m rawws.decode: {error}", file=sys.stderr)
+        print(f"python -m rawws.tools.decode: {error}", file=sys.stderr)
         return 2
     lines, valid = decode(data, sender=args.sender, deflate=args.deflate,
                           hex_limit=args.limit, text_limit=args.text_limit)
