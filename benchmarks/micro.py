@@ -105,7 +105,7 @@ def feed_connection(chunks: list[bytes], expected: int, max_message_size: int = 
     received = 0
     for chunk in chunks:
         connection.receive_data(chunk)
-        received += len(connection.events())
+        received += len(list(connection.events()))
     if received != expected:
         raise RuntimeError(f"parsed {received} messages, expected {expected}")
 

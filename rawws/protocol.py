@@ -1,19 +1,38 @@
 """One WebSocket connection after the handshake, as a sans-IO state machine.
 
-Bytes from the peer go into `receive_data()`; what happened comes out of
-`events()`; bytes for the peer come out of `data_to_send()`. Nothing here
-touches a socket or a clock, so every rule of RFC 6455 §5-§8 can be tested
-byte by byte. Timers (keepalive, close timeout) belong to the I/O layer.
+Bytes from the peer go into `receive_data()`; `events()` parses them and
+hands out what happened, one event at a time; bytes for the peer come out
+of `buffers_to_send()` (or `data_to_send()`). Nothing here touches a socket
+or a clock, so every rule of RFC 6455 §5-§8 can be tested byte by byte.
+Timers (keepalive, close timeout) belong to the I/O layer.
 
-States (§4.1, §7):
+`events()` is a generator: a frame is parsed only when the previous event
+has been taken, so whatever the application sends in answer to message N
+is queued before frame N+1 is even read. A Close or a bad frame that came
+after messages in the same read is therefore answered after the replies to
+those messages (§5.5.1, §7.1.7), with nothing more for the driver to call.
 
-    OPEN ──close() or peer's Close──▶ CLOSING ──other side's Close──▶ CLOSED
-      └──────── protocol error (we "fail the connection", §7.1.7) ───────┘
-      └──────── EOF from the transport (§7.1.5: code 1006) ─────────────┘
+Every change of `state` is one line of `TRANSITIONS`; this diagram lists
+the same edges (tests/test_protocol.py checks that they agree):
+
+    OPEN     --send_close-->     CLOSING   close(): our Close is out (§7.1.2), the peer's awaited
+    OPEN     --receive_close-->  CLOSED    the peer's Close, answered at once (§5.5.1)
+    CLOSING  --receive_close-->  CLOSED    the peer's answer to our Close
+    OPEN     --fail-->           CLOSED    a protocol error: Close sent, reading stops (§7.1.7)
+    CLOSING  --fail-->           CLOSED
+    OPEN     --eof-->            CLOSED    TCP closed with no Close frame: code 1006 (§7.1.5)
+    CLOSING  --eof-->            CLOSED
+    OPEN     --abort-->          CLOSED    the I/O layer gave up (close timeout, a broken socket)
+    CLOSING  --abort-->          CLOSED
+
+When to close TCP is one rule, `should_close_transport` (§7.1.1): the
+server closes it once CLOSED; a client once CLOSED and the server's TCP
+close has come (or it failed the connection, or gave up with `abort()`).
 """
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 
@@ -53,8 +72,32 @@ class Role(Enum):
 
 class State(Enum):
     OPEN = "open"
-    CLOSING = "closing"   # one Close frame has crossed, the other has not
-    CLOSED = "closed"
+    CLOSING = "closing"   # our Close frame is sent, the peer's has not come
+    CLOSED = "closed"     # no more frames are read or sent
+
+
+class Cause(Enum):
+    """What moves a connection from one state to another."""
+
+    SEND_CLOSE = "send_close"
+    RECEIVE_CLOSE = "receive_close"
+    FAIL = "fail"
+    EOF = "eof"
+    ABORT = "abort"
+
+
+# Every transition of WebSocketConnection.state; the module docstring draws them.
+TRANSITIONS: dict[tuple[State, Cause], State] = {
+    (State.OPEN, Cause.SEND_CLOSE): State.CLOSING,
+    (State.OPEN, Cause.RECEIVE_CLOSE): State.CLOSED,
+    (State.CLOSING, Cause.RECEIVE_CLOSE): State.CLOSED,
+    (State.OPEN, Cause.FAIL): State.CLOSED,
+    (State.CLOSING, Cause.FAIL): State.CLOSED,
+    (State.OPEN, Cause.EOF): State.CLOSED,
+    (State.CLOSING, Cause.EOF): State.CLOSED,
+    (State.OPEN, Cause.ABORT): State.CLOSED,
+    (State.CLOSING, Cause.ABORT): State.CLOSED,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,18 +153,10 @@ class _MaskKeys:
 class WebSocketConnection:
     """The protocol state of one WebSocket connection, for either role.
 
-    The I/O layer writes what `data_to_send()` returns, hands `events()` to
-    the application, and watches two attributes:
-
-    - `state`: OPEN, CLOSING (our Close is sent, the peer's has not come) or
-      CLOSED (no more frames are read or sent).
-    - `should_close_transport`: True once the I/O layer should close the TCP
-      connection, after writing what `data_to_send()` still holds. It turns
-      True on EOF from the peer, when the connection is failed (§7.1.7),
-      on `abort()`, and for a server once both Close frames have crossed
-      (§7.1.1: the server closes TCP first). A client whose closing
-      handshake is done stays False: it waits for the server's TCP close
-      (EOF, then True), or gives up after a timeout with `abort()`.
+    The I/O layer feeds `receive_data()`, hands each event of `events()` to
+    the application as it comes, writes what `buffers_to_send()` returns,
+    and closes TCP once `should_close_transport` is true (see the module
+    docstring for `state` and that rule).
 
     Limits (§10.4): `max_message_size` bytes per message after reassembly,
     `max_frame_size` bytes per frame (by default the same), both checked
@@ -151,7 +186,6 @@ class WebSocketConnection:
             # RFC 7692 §6: the extension gives RSV1 its meaning, "compressed".
             self._parser.allowed_rsv_bits = RSV1_BIT
         self._mask_keys = _MaskKeys() if role is Role.CLIENT else None
-        self._events: list[Event] = []
         self._outgoing: list[bytes] = []
         self._vectored = False   # a big payload is queued as a piece of its own
         # The message being reassembled (§5.4): its opcode, its frames so
@@ -173,11 +207,25 @@ class WebSocketConnection:
         self.close_received: int | None = None   # code the peer sent, once it did
         self.close_reason = ""
         self.failure: ProtocolError | None = None
-        # A protocol error found after messages of the same read: acted on in
-        # `events_handled()`, once those messages have reached the application.
-        self._deferred_failure: ProtocolError | None = None
-        self._deferred_close = False   # the same for the peer's Close
-        self.should_close_transport = False
+        self.eof_received = False    # the transport's end of stream came
+        self._aborted = False
+
+    def _move(self, cause: Cause) -> None:
+        """Change `state` as TRANSITIONS says; a cause with no edge from here changes nothing."""
+        self.state = TRANSITIONS.get((self.state, cause), self.state)
+
+    @property
+    def should_close_transport(self) -> bool:
+        """§7.1.1: True once the I/O layer should close TCP, after writing what is queued.
+
+        The server closes it first, as soon as the connection is CLOSED. A
+        client waits for the server's close (EOF), unless it failed the
+        connection (§7.1.7) or gave up with `abort()`.
+        """
+        if self.state is not State.CLOSED:
+            return False
+        return (self.role is Role.SERVER or self.eof_received or self.failure is not None
+                or self._aborted)
 
     # ---- what the peer sent -------------------------------------------
 
@@ -187,19 +235,27 @@ class WebSocketConnection:
         return self.close_received if self.close_received is not None else CLOSE_ABNORMAL
 
     def receive_data(self, data: bytes) -> None:
-        """Feed bytes from the transport; b"" means the peer closed it (EOF)."""
+        """Feed bytes from the transport; b"" means the peer closed it (EOF).
+
+        Nothing is parsed here: `events()` does that, one frame at a time.
+        """
         if not data:
-            # §7.1.5: a TCP close with no Close frame means code 1006.
-            self.state = State.CLOSED
-            self.should_close_transport = True
+            self.eof_received = True
             return
-        if (self.state is State.CLOSED or self.close_received is not None
-                or self._deferred_failure is not None):
+        if self.state is State.CLOSED or self.close_received is not None:
             return  # §7.1.7 / §1.4: nothing after a failure or the peer's Close is processed
+        self._parser.feed(data)
+
+    def events(self) -> Iterator[Event]:
+        """Parse what was received and yield its events, one frame at a time.
+
+        Stops at the peer's Close (§1.4: what follows it is discarded) and at
+        the first protocol error, which fails the connection (§7.1.7). An EOF
+        that was received is acted on once every frame before it is read.
+        """
         parser = self._parser
-        parser.feed(data)
-        try:
-            while self.close_received is None:
+        while self.close_received is None and self.failure is None:
+            try:
                 frame = parser.next_frame()
                 if frame is None:
                     pending = parser.pending
@@ -212,19 +268,22 @@ class WebSocketConnection:
                     if frame.rsv1:
                         # RFC 7692 §6.1: control frames are never compressed.
                         raise ProtocolError("RSV1 set on a control frame")
-                    self._receive_control(frame.opcode, frame.payload)
+                    event = self._receive_control(frame.opcode, frame.payload)
                 else:
-                    self._receive_data_frame(frame.opcode, frame.payload, frame.fin, frame.rsv1)
-        except ProtocolError as error:
-            if self._events:
-                # Messages that came before the error go to the application
-                # first, so its replies to them precede our Close.
-                self._deferred_failure = error
-            else:
+                    event = self._receive_data_frame(frame.opcode, frame.payload, frame.fin,
+                                                     frame.rsv1)
+            except ProtocolError as error:
                 self._fail(error)
+                break
+            if event is not None:
+                yield event
+        if self.eof_received and self.state is not State.CLOSED:
+            # §7.1.5: a TCP close with no Close frame means code 1006.
+            self._move(Cause.EOF)
 
     def _receive_data_frame(self, opcode: int, payload: bytes, fin: bool,
-                            compressed: bool = False) -> None:
+                            compressed: bool = False) -> Event | None:
+        """A data frame (§5.6) into the message being reassembled: the message once whole."""
         if opcode == OP_CONTINUATION:
             if self._message_opcode is None:
                 # §5.4: a continuation frame continues a message that was started.
@@ -241,8 +300,7 @@ class WebSocketConnection:
             # early: no reassembly state.
             if compressed:
                 payload = self._inflate(payload, True)
-            self._deliver(opcode, payload)
-            return
+            return self._deliver(opcode, payload)
         else:
             self._message_opcode = opcode
             self._message_compressed = compressed
@@ -276,14 +334,14 @@ class WebSocketConnection:
             self._utf8 = None
             self._parser.payload_limit = self._idle_payload_limit
             if opcode == OP_TEXT:
-                self._events.append(TextMessage("".join(parts)))
-            else:
-                self._events.append(BinaryMessage(b"".join(parts)))
-        elif not self._message_compressed:
+                return TextMessage("".join(parts))
+            return BinaryMessage(b"".join(parts))
+        if not self._message_compressed:
             # The next fragment may not push the message over its limit (§10.4).
             # (A compressed one's inflated size is bounded by _inflate instead.)
             self._parser.payload_limit = min(self.max_frame_size,
                                              self.max_message_size - self._message_size)
+        return None
 
     def _inflate(self, payload: bytes, fin: bool) -> bytes:
         """A compressed frame's payload, inflated within what the message may still grow."""
@@ -320,17 +378,15 @@ class WebSocketConnection:
                 self._message_parts.append(piece[:0].join(small))
                 small.clear()
 
-    def _deliver(self, opcode: int, payload: bytes) -> None:
+    def _deliver(self, opcode: int, payload: bytes) -> Event:
         """A message that came in one frame, none of it read early."""
         if opcode == OP_TEXT:
             try:
-                text = payload.decode("utf-8")
+                return TextMessage(payload.decode("utf-8"))
             except UnicodeDecodeError:
                 # §8.1: "MUST _Fail the WebSocket Connection_" on invalid UTF-8.
                 raise InvalidPayload("invalid UTF-8 in text message") from None
-            self._events.append(TextMessage(text))
-        else:
-            self._events.append(BinaryMessage(payload))
+        return BinaryMessage(payload)
 
     def _check_arriving_text(self, pending: PendingFrame) -> None:
         """§8.1 fail fast inside one frame: check the newly arrived bytes of a text frame.
@@ -363,46 +419,32 @@ class WebSocketConnection:
         self._message_size += len(piece)
         self._keep(decoder.decode(piece))
 
-    def _receive_control(self, opcode: int, payload: bytes) -> None:
+    def _receive_control(self, opcode: int, payload: bytes) -> Event:
         # §5.5: control frames may come between the fragments of a message
         # and are handled at once.
         if opcode == OP_PING:
-            self._events.append(Ping(payload))
             if self.state is State.OPEN:
                 # §5.5.2: answer with a Pong carrying the same payload.
                 self._queue_frame(OP_PONG, payload)
-        elif opcode == OP_PONG:
+            return Ping(payload)
+        if opcode == OP_PONG:
             # §5.5.3: a Pong may be unsolicited; it is reported, never answered.
-            self._events.append(Pong(payload))
-        else:
-            self._receive_close(payload)
+            return Pong(payload)
+        return self._receive_close(payload)
 
-    def _receive_close(self, payload: bytes) -> None:
+    def _receive_close(self, payload: bytes) -> CloseReceived:
         code, reason = decode_close_payload(payload)
         self.close_received = code
         self.close_reason = reason
-        messages_first = bool(self._events)
-        self._events.append(CloseReceived(code, reason))
-        if messages_first:
-            # Events of the same read come before it: answer once they are
-            # handled (`events_handled`), so replies to them precede our Close
-            # (§5.5.1 lets an endpoint finish what it is sending first).
-            self._deferred_close = True
-        else:
-            self._answer_close()
-
-    def _answer_close(self) -> None:
-        code = self.close_received
         if self.state is State.OPEN:
             # §5.5.1: answer a Close with a Close, typically echoing the code.
+            # Replies to the messages before it are queued already: each was
+            # handed out, and answered, before this frame was parsed.
             echoed = None if code == CLOSE_NO_STATUS else code
             self._queue_frame(OP_CLOSE, encode_close_payload(echoed))
             self.close_sent = code
-        self.state = State.CLOSED
-        # §7.1.1: the server closes the TCP connection first; a client waits
-        # for that (its I/O layer may give up after a timeout).
-        if self.role is Role.SERVER:
-            self.should_close_transport = True
+        self._move(Cause.RECEIVE_CLOSE)
+        return CloseReceived(code, reason)
 
     def _fail(self, error: ProtocolError) -> None:
         """§7.1.7 Fail the WebSocket Connection: send a Close, stop reading, drop TCP."""
@@ -411,33 +453,7 @@ class WebSocketConnection:
             reason = error.reason.encode("utf-8")[:123].decode("utf-8", "ignore")
             self._queue_frame(OP_CLOSE, encode_close_payload(error.close_code, reason))
             self.close_sent = error.close_code
-        self.state = State.CLOSED
-        self.should_close_transport = True
-
-    def events(self) -> list[Event]:
-        """The events received since the last call."""
-        events = self._events
-        self._events = []
-        return events
-
-    def events_handled(self) -> None:
-        """Call once the application has acted on the events: fail now if the
-        data held a protocol error after them, or answer a Close that followed them.
-
-        §7.1.7 fails the connection on the bad frame; the messages the peer
-        sent before it are still the peer's messages. Holding the failure
-        until they are handled means a reply to them (an echo) is sent before
-        the Close, in the order the peer's frames came (Autobahn 3.2, 4.1.3,
-        5.15: a valid message, then a bad frame, in one read; 7.1.6: a
-        message, then a Close).
-        """
-        error = self._deferred_failure
-        if error is not None:
-            self._deferred_failure = None
-            self._fail(error)
-        elif self._deferred_close:
-            self._deferred_close = False
-            self._answer_close()
+        self._move(Cause.FAIL)
 
     # ---- what we send -------------------------------------------------
 
@@ -574,9 +590,9 @@ class WebSocketConnection:
         self._queue_frame(OP_CLOSE, encode_close_payload(code, reason))
         self.close_sent = code if code is not None else CLOSE_NO_STATUS
         self._sending_opcode = None
-        self.state = State.CLOSING
+        self._move(Cause.SEND_CLOSE)
 
     def abort(self) -> None:
         """The transport is gone or given up on (close timeout): CLOSED, code 1006."""
-        self.state = State.CLOSED
-        self.should_close_transport = True
+        self._aborted = True
+        self._move(Cause.ABORT)

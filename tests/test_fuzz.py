@@ -222,14 +222,13 @@ def feed(role: Role, chunks: list[bytes], max_message_size: int, label: str):
             connection.receive_data(chunk)
         except Exception as error:   # noqa: BLE001 - the point: nothing may escape
             pytest.fail(f"{label}: receive_data raised {error!r}")
-        events += connection.events()
-        connection.events_handled()   # as the I/O layer does after handing them out
+        events += list(connection.events())
     sent = sent_summary(connection)
     check_outcome(connection, events, sent, label)
     # Nothing after a failure or a Close is processed (§7.1.7, §1.4).
     if connection.state is State.CLOSED:
         connection.receive_data(b"\x81\x00\x89\x00")
-        assert connection.events() == [] and connection.data_to_send() == b"", label
+        assert list(connection.events()) == [] and connection.data_to_send() == b"", label
     failure = connection.failure.close_code if connection.failure is not None else None
     return events, sent, failure, connection.state, connection.close_received
 

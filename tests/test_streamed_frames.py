@@ -546,7 +546,7 @@ def test_a_server_gets_a_1mib_binary_message_sent_in_random_pieces(pool):
         step = rng.choice(PIECE_SIZES)
         server.receive_data(wire[position:position + step])
         position += step
-        events += server.events()
+        events += list(server.events())
     assert events == [BinaryMessage(payload)]
 
 
@@ -558,7 +558,7 @@ def test_a_streamed_text_frame_in_pieces_is_one_text_message(pool):
     events = []
     for start in range(0, len(wire), 4_999):              # pieces cut inside characters
         server.receive_data(wire[start:start + 4_999])
-        events += server.events()
+        events += list(server.events())
     assert events == [TextMessage(text)]
 
 

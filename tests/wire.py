@@ -17,7 +17,9 @@ def sent_frames(connection: WebSocketConnection) -> list[Frame]:
 
 
 def failed_with(connection: WebSocketConnection) -> int:
-    """The code of the single Close frame a failed connection queued (§7.1.7)."""
+    """The code of the single Close frame a failed connection queued (§7.1.7),
+    once the events before the failure are read, as a driver reads them."""
+    list(connection.events())
     (frame,) = sent_frames(connection)
     assert frame.opcode == OP_CLOSE
     assert connection.state is State.CLOSED

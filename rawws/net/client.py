@@ -13,6 +13,7 @@ from __future__ import annotations
 import socket
 import time
 from collections import deque
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 from ..close import CLOSE_NORMAL
@@ -30,6 +31,7 @@ from ..tools.trace import ConnectionTap, WireTracer
 # cost an mmap and page faults on every read (docs/performance.md).
 RECV_SIZE = 64 * 1024
 MAX_RESPONSE_HEAD = 64 * 1024
+DEFAULT_CLOSE_TIMEOUT = 5.0   # seconds to wait for the server's TCP close (§7.1.1)
 DEFAULT_PORTS = {"ws": 80, "wss": 443}
 
 
@@ -46,51 +48,65 @@ class ClientConnection:
         self.subprotocol = subprotocol
         # The permessage-deflate parameters agreed, or None.
         self.compression = protocol.deflate.params if protocol.deflate is not None else None
-        self._events: deque[Event] = deque()
-        self._eof = False
+        self._kept: deque[Event] = deque()   # events read ahead by ping(), handed out first
+        self._incoming: Iterator[Event] = iter(())
+        self.close_timeout = DEFAULT_CLOSE_TIMEOUT
         if leftover:
             self._receive(leftover)
 
     # ---- receiving ---------------------------------------------------
 
     def _receive(self, data: bytes) -> None:
+        """Feed what the socket gave (b"" at its end) and parse it as events are asked for."""
         self.protocol.receive_data(data)
-        self._events.extend(self.protocol.events())
-        self._flush()
-        if not data:
-            self._eof = True
+        self._incoming = self.protocol.events()
 
     def recv_event(self, timeout: float | None = None) -> Event:
         """The next event of any kind (messages, Ping, Pong, CloseReceived).
 
         Raises TimeoutError if none comes within `timeout` seconds, and
         ConnectionClosed once the connection is closed and no events remain.
+        Once both Close frames have crossed, it waits up to `close_timeout`
+        for the server to close TCP (§7.1.1), then closes it itself.
         """
+        if self._kept:
+            return self._kept.popleft()
+        protocol = self.protocol
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._events:
-            # Every event handed out: a protocol error that came after them
-            # fails the connection now, after the caller's replies to them.
-            self.protocol.events_handled()
-            self._flush()
-            if self._eof or self.protocol.state is State.CLOSED:
-                # §7.1.1: both Close frames have crossed, so the client may
-                # close TCP now; waiting for the server's FIN gains nothing.
+        closed_at = None
+        while True:
+            # One event at a time: a Close or a bad frame after this event is
+            # answered only once the caller has replied to this one.
+            event = next(self._incoming, None)
+            self._flush()   # what the protocol answered by itself: a Pong, a Close
+            if event is not None:
+                return event
+            if protocol.should_close_transport:
                 self._close_transport()
-                raise ConnectionClosed(self.protocol.close_code, self.protocol.close_reason)
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
+                raise ConnectionClosed(protocol.close_code, protocol.close_reason)
+            wait = None if deadline is None else deadline - time.monotonic()
+            if protocol.state is State.CLOSED:
+                # §7.1.1: the server closes TCP first; wait for it, but not forever.
+                closed_at = closed_at or time.monotonic()
+                left = closed_at + self.close_timeout - time.monotonic()
+                if left <= 0:
+                    protocol.abort()
+                    continue
+                wait = left if wait is None else min(wait, left)
+            if wait is not None and wait <= 0:
                 raise TimeoutError("no WebSocket event before the timeout")
-            self.sock.settimeout(remaining)
+            self.sock.settimeout(wait)
             try:
                 data = self.sock.recv(RECV_SIZE)
             except socket.timeout:
+                if protocol.state is State.CLOSED:
+                    continue    # the close timeout, checked above
                 raise TimeoutError("no WebSocket event before the timeout") from None
             except OSError:
                 data = b""
             if self.tap is not None:
                 self.tap.incoming(data)
             self._receive(data)
-        return self._events.popleft()
 
     def recv(self, timeout: float | None = None) -> str | bytes:
         """The next text (str) or binary (bytes) message; control frames are handled here."""
@@ -159,7 +175,7 @@ class ClientConnection:
                     return time.monotonic() - started
                 kept.append(event)
         finally:
-            self._events.extendleft(reversed(kept))
+            self._kept.extendleft(reversed(kept))
 
     # ---- closing -----------------------------------------------------
 
@@ -172,36 +188,19 @@ class ClientConnection:
         return self.protocol.close_reason
 
     def close(self, code: int = CLOSE_NORMAL, reason: str = "", timeout: float = 5.0) -> None:
-        """The closing handshake (§7.1.2): send Close, wait for the server's, then its EOF."""
+        """The closing handshake (§7.1.2): send Close, read until the server's
+        Close and its TCP close (`recv_event`), within `timeout` seconds."""
         if self.protocol.state is State.OPEN:
             self.protocol.close(code, reason)
             self._flush()
         deadline = time.monotonic() + timeout
         try:
-            while self.protocol.state is not State.CLOSED:
-                try:
-                    self.recv_event(max(0.0, deadline - time.monotonic()))
-                except (ConnectionClosed, TimeoutError):
-                    break
-            # §7.1.1: the server closes TCP first; give it until the deadline.
-            self._wait_eof(deadline)
+            while self.sock.fileno() != -1:
+                self.recv_event(max(0.0, deadline - time.monotonic()))
+        except (ConnectionClosed, TimeoutError):
+            pass
         finally:
             self._close_transport()
-
-    def _wait_eof(self, deadline: float) -> None:
-        while not self._eof and self.sock.fileno() != -1:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            self.sock.settimeout(remaining)
-            try:
-                data = self.sock.recv(RECV_SIZE)
-            except OSError:
-                return
-            if self.tap is not None:
-                self.tap.incoming(data)
-            if not data:
-                self._eof = True
 
     def _close_transport(self) -> None:
         try:

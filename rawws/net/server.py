@@ -347,7 +347,6 @@ class _Connection:
                 self.call_app(app.on_message, self.handle, event.data)
             elif kind is Pong:
                 self.awaiting_pong = False
-        ws.events_handled()   # a bad frame after those messages fails the connection now
         if ws.failure is not None and not self.app_closed:
             log.info("%s:%s failed: %d %s", *self.remote[:2], ws.close_sent, ws.failure.reason)
         self.output_ready()
