@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "with 1011 (default 20)")
     limits.add_argument("--close-timeout", metavar="S", type=positive_float, default=5.0,
                         help="seconds to wait for the peer's Close before dropping it (default 5)")
-    limits.add_argument("--handshake-timeout", "--http-timeout", dest="handshake_timeout",
+    limits.add_argument("--handshake-timeout", dest="handshake_timeout",
                         metavar="S", type=positive_float, default=DEFAULT_HANDSHAKE_TIMEOUT,
                         help="seconds a connection has to send a complete HTTP request "
                              "(slowloris), also after a keep-alive answer "

@@ -426,8 +426,8 @@ def test_python_m_chat_limit_options_reach_the_welcome(chat_process):
     conn.close()
 
 
-def test_python_m_chat_http_timeout_option_drops_an_unfinished_request(chat_process):
-    proc, port = chat_process("--http-timeout", "0.3")
+def test_python_m_chat_handshake_timeout_option_drops_an_unfinished_request(chat_process):
+    proc, port = chat_process("--handshake-timeout", "0.3")
     with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")   # never finished
         started = time.monotonic()

@@ -31,7 +31,7 @@ def site(tmp_path):
 
 @pytest.fixture
 def server(serve, site):
-    return serve(EchoApp(), web_root=site, http_timeout=5.0)
+    return serve(EchoApp(), web_root=site, handshake_timeout=5.0)
 
 
 def get(target: str, *, method: str = "GET", extra: str = "", version: str = "HTTP/1.1") -> bytes:
@@ -197,7 +197,7 @@ def test_endless_request_line_is_refused_early(server, raw):
 
 
 def test_slowloris_is_dropped_after_http_timeout(serve, site, raw):
-    server = serve(EchoApp(), web_root=site, http_timeout=0.5)
+    server = serve(EchoApp(), web_root=site, handshake_timeout=0.5)
     client = raw(server)
     client.send(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
     started = time.monotonic()
@@ -225,7 +225,7 @@ def test_slowloris_is_dropped_after_http_timeout(serve, site, raw):
 
 
 def test_idle_keep_alive_connection_is_dropped_after_http_timeout(serve, site, raw):
-    server = serve(EchoApp(), web_root=site, http_timeout=0.5)
+    server = serve(EchoApp(), web_root=site, handshake_timeout=0.5)
     client = raw(server)
     client.send(get("/"))
     assert client.read_response()[0].status == 200
@@ -339,7 +339,7 @@ def test_bytes_after_a_closing_answer_are_not_buffered(serve, site, raw):
     # More than the kernel takes at once, so the answer stays queued; with a
     # high read-pause mark the server keeps reading what the peer sends next.
     (site / "big.bin").write_bytes(os.urandom(16 * 1024 * 1024))
-    server = serve(EchoApp(), web_root=site, http_timeout=5.0, read_pause_bytes=64 * 1024 * 1024)
+    server = serve(EchoApp(), web_root=site, handshake_timeout=5.0, read_pause_bytes=64 * 1024 * 1024)
     client = raw(server)
     client.send(get("/big.bin", extra="Connection: close\r\n"))
     client.sock.settimeout(0.2)
@@ -351,12 +351,13 @@ def test_bytes_after_a_closing_answer_are_not_buffered(serve, site, raw):
             sent += client.sock.send(junk)
         except (TimeoutError, OSError):
             break
-    buffered = [len(conn.http._buf) for conn in list(server.connections) if conn.http is not None]
+    buffered = [len(conn.session.parser._buf) for conn in list(server.connections)
+                if hasattr(conn.session, "parser")]
     assert all(size < 1024 * 1024 for size in buffered), buffered
 
 
 def test_many_keep_alive_requests_keep_one_timer(serve, site, raw):
-    server = serve(EchoApp(), web_root=site, http_timeout=30.0)
+    server = serve(EchoApp(), web_root=site, handshake_timeout=30.0)
     client = raw(server)
     client.send(get("/style.css") * 300)
     for _ in range(300):

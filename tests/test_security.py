@@ -235,15 +235,9 @@ def test_defaults_handshake_timeout_10_s_connection_cap_10000_chat_send_buffer_1
         assert server.listener.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) != 0
     finally:
         server._close_everything()
-    old_name = Server(WebSocketApp(), port=0, http_timeout=3.0)   # the option's former name
-    try:
-        assert old_name.handshake_timeout == 3.0
-    finally:
-        old_name._close_everything()
     args = chat_main.build_parser().parse_args([])
     assert (args.handshake_timeout, args.max_connections, args.max_send_buffer) == (10.0, 10_000, MIB)
     assert args.ping_interval == 20.0
-    assert chat_main.build_parser().parse_args(["--http-timeout", "4"]).handshake_timeout == 4.0
 
 
 def test_200_slowloris_connections_are_closed_at_the_handshake_timeout_and_delay_no_chat(chat_server):
@@ -492,10 +486,10 @@ def test_a_ping_flood_from_a_client_that_never_reads_keeps_the_pong_output_bound
             hog.sendall(batch)
             sent += len(batch)
     assert sent < limit
-    (conn,) = [c for c in list(server.connections) if c.ws is not None]
+    (conn,) = [c for c in list(server.connections) if hasattr(c.session, "protocol")]
     # Pongs queued: the pause threshold plus the answers to one read's worth of pings.
     assert len(conn.out) < pause + RECV_SIZE + len(batch)
-    assert conn.ws._parser.buffered < 2 * RECV_SIZE
+    assert conn.session.protocol._parser.buffered < 2 * RECV_SIZE
     with connect(ws_url(server.port), timeout=TIMEOUT) as other:   # and others are served
         other.send_text("unaffected")
         assert other.recv(timeout=TIMEOUT) == "unaffected"

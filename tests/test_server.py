@@ -452,9 +452,9 @@ def test_client_that_never_reads_makes_the_server_stop_reading(serve, raw):
     assert sent < limit
     # What the server holds for the hog is bounded by its pause threshold plus
     # one read's worth of echoes, not by what the hog sent.
-    conn = next(c for c in list(server.connections) if c.ws is not None)
+    conn = next(c for c in list(server.connections) if hasattr(c.session, "protocol"))
     assert len(conn.out) < 256 * 1024 + 2 * 256 * 1024 + len(frame)
-    assert conn.ws._parser.buffered < 2 * 256 * 1024 + len(frame)
+    assert conn.session.protocol._parser.buffered < 2 * 256 * 1024 + len(frame)
     # Meanwhile everyone else is served.
     with connect(ws_url(server)) as other:
         other.send_text("fine")

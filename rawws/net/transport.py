@@ -1,0 +1,289 @@
+"""One accepted socket: the bytes in and out, whatever protocol it carries.
+
+A `Transport` owns the socket, the queue of output the kernel has not taken,
+the selector interest and the end of the connection. What the bytes mean is
+its `session`'s business: an `HTTPSession` first, swapped for a
+`WebSocketSession` by a 101 (rawws.net.http_session, rawws.net.ws_session).
+A session reads what the transport gives it and leaves output for
+`flush()`; it never touches the socket.
+
+The end of a connection, every state change as one line of `TRANSITIONS`
+(tests/test_transport.py checks the diagram against the table):
+
+    OPEN        --peer_eof-->  PEER_ENDED   the peer half-closed: stop reading, finish writing
+    OPEN        --finish-->    DRAINING     the session is done and its output is out:
+                                            shut our write side, read until the peer's EOF
+    PEER_ENDED  --finish-->    CLOSED
+    DRAINING    --peer_eof-->  CLOSED
+    OPEN        --teardown-->  CLOSED       an error, a timeout, a peer that reads nothing
+    PEER_ENDED  --teardown-->  CLOSED
+    DRAINING    --teardown-->  CLOSED
+
+PEER_ENDED and DRAINING last at most `linger_timeout` seconds (RFC 9112
+§9.6: half-close, then read, so our last bytes are not lost to a reset).
+
+Backpressure: while more than `read_pause_bytes` wait to be sent, the
+socket is not read, so a peer that never reads cannot make us queue
+answers without bound; a session may set a hard cap (`max_queued`) past
+which the peer is dropped.
+"""
+from __future__ import annotations
+
+import socket
+from enum import Enum
+from typing import TYPE_CHECKING, Protocol
+
+from ..tools.trace import ConnectionTap
+from .loop import EVENT_READ, EVENT_WRITE, Timer
+from .sendqueue import SendQueue
+
+if TYPE_CHECKING:
+    from .server import Server
+
+
+class TransportState(Enum):
+    OPEN = "open"
+    PEER_ENDED = "peer_ended"   # the peer's EOF came; our output may still be going out
+    DRAINING = "draining"       # our write side is shut; waiting for the peer's EOF
+    CLOSED = "closed"
+
+
+class Cause(Enum):
+    PEER_EOF = "peer_eof"
+    FINISH = "finish"
+    TEARDOWN = "teardown"
+
+
+TRANSITIONS: dict[tuple[TransportState, Cause], TransportState] = {
+    (TransportState.OPEN, Cause.PEER_EOF): TransportState.PEER_ENDED,
+    (TransportState.OPEN, Cause.FINISH): TransportState.DRAINING,
+    (TransportState.PEER_ENDED, Cause.FINISH): TransportState.CLOSED,
+    (TransportState.DRAINING, Cause.PEER_EOF): TransportState.CLOSED,
+    (TransportState.OPEN, Cause.TEARDOWN): TransportState.CLOSED,
+    (TransportState.PEER_ENDED, Cause.TEARDOWN): TransportState.CLOSED,
+    (TransportState.DRAINING, Cause.TEARDOWN): TransportState.CLOSED,
+}
+
+
+class Session(Protocol):
+    """What a transport asks of the protocol it carries."""
+
+    max_queued: int | None   # unsent bytes past which the peer is dropped; None: no cap
+
+    def receive(self, data: memoryview) -> None:
+        """Bytes from the peer, valid until the next read; b"" is its EOF."""
+
+    def output(self) -> list:
+        """Pieces the session has queued for the peer since the last call."""
+
+    def after_write(self, queued: int) -> None:
+        """Output moved on; `queued` bytes still wait for the socket."""
+
+    def closed(self) -> None:
+        """The socket is closed: stop the session's timers, tell the application."""
+
+
+class Transport:
+    """One socket: reads into its session, writes what the session queued."""
+
+    def __init__(self, server: Server, sock: socket.socket, remote: tuple) -> None:
+        self.server = server
+        self.loop = server.loop
+        self.sock = sock
+        self.remote = remote
+        self.state = TransportState.OPEN
+        self.out = SendQueue()   # what the socket has not taken yet
+        self.events = EVENT_READ
+        self.finishing = False   # the session is done: close once the output is out
+        self.dirty = False       # listed in server.dirty, to be flushed after this loop turn
+        self.linger_timer: Timer | None = None
+        # --trace: sees every byte as it crosses the socket (rawws.tools.trace); None costs one test.
+        self.tap: ConnectionTap | None = (
+            server.tracer.tap(f"accepted from {remote[0]}:{remote[1]}", role="server")
+            if server.tracer is not None else None)
+        self.session: Session = server.new_session(self)
+
+    @property
+    def closed(self) -> bool:
+        return self.state is TransportState.CLOSED
+
+    def _move(self, cause: Cause) -> TransportState:
+        self.state = TRANSITIONS.get((self.state, cause), self.state)
+        return self.state
+
+    # ---- reading ----------------------------------------------------------
+
+    def on_ready(self, mask: int) -> None:
+        if mask & EVENT_WRITE:
+            self.write_out()
+        if mask & EVENT_READ and self.state is not TransportState.CLOSED:
+            self.read_in()
+
+    def read_in(self) -> None:
+        server = self.server
+        try:
+            count = self.sock.recv_into(server.read_buffer)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            count = 0   # a reset is an end of stream like any other
+        # A view on the shared read buffer, valid until the next read: the
+        # parsers and the tap copy what they keep of it.
+        data = server.read_view[:count]
+        if self.tap is not None:
+            self.tap.incoming(data)
+        if self.state is TransportState.DRAINING:
+            if not count:
+                self._move(Cause.PEER_EOF)
+                self._release()
+            return
+        if not count:
+            self.on_peer_eof()
+        self.session.receive(data)
+
+    def on_peer_eof(self) -> None:
+        """The peer has half-closed: stop reading (a socket at EOF stays readable,
+        so reading on would spin) and give our output linger_timeout to go out."""
+        self._move(Cause.PEER_EOF)
+        self._start_linger()
+        self.update_interest()
+
+    # ---- writing ----------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        """Queue bytes the session made itself (an HTTP answer) and flush them soon."""
+        self.out.append(data)
+        self.output_ready()
+
+    def output_ready(self) -> None:
+        """Mark for flushing after this loop iteration (batches many sends into one)."""
+        if not self.dirty and self.state is not TransportState.CLOSED:
+            self.dirty = True
+            self.server.dirty.append(self)
+
+    def flush(self) -> None:
+        """Move the session's output to the socket, queueing what the kernel won't take."""
+        self.dirty = False
+        if self.state is TransportState.CLOSED:
+            return
+        pieces = self.session.output()
+        out = self.out
+        if self.events & EVENT_WRITE:
+            # A write is already waiting for the socket: queue behind it, and
+            # check the limits now, since a peer that never reads never makes
+            # the socket writable again.
+            out.extend(pieces)
+            self.after_write()
+        elif len(pieces) == 1 and not out.size:
+            # The usual case: one frame, nothing queued, so send it directly
+            # and queue only the part the kernel did not take.
+            sent = self.send_some(pieces)
+            if sent < 0:
+                return
+            data = pieces[0]
+            if sent < len(data):
+                out.append(memoryview(data)[sent:])
+            self.after_write()
+        else:
+            out.extend(pieces)
+            self.write_out()
+
+    def send_some(self, pieces: list[bytes | bytearray | memoryview]) -> int:
+        """Send what the kernel takes of `pieces` now, in one write (vectored
+        when there are several): the count, or -1 when the connection broke
+        (it is torn down)."""
+        try:
+            sent = (self.sock.send(pieces[0]) if len(pieces) == 1
+                    else self.sock.sendmsg(pieces))
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError:
+            self.teardown()
+            return -1
+        if self.tap is not None:
+            self.tap.outgoing((pieces[0] if len(pieces) == 1 else b"".join(pieces))[:sent])
+        return sent
+
+    def write_out(self) -> None:
+        """Send what is queued (the socket is writable, or may be)."""
+        out = self.out
+        if out.size:
+            sent = self.send_some(out.head())
+            if sent < 0:
+                return
+            out.consume(sent)
+        self.after_write()
+
+    def after_write(self) -> None:
+        """Let the session act on what is left queued, drop a peer that reads
+        nothing, close once finished, set socket interest."""
+        out = self.out
+        self.session.after_write(out.size)
+        if self.state is TransportState.CLOSED:
+            return
+        limit = self.session.max_queued
+        if limit is not None and out.size > limit:
+            self.server.log.warning("%s:%s dropped: %d bytes unread by the peer",
+                                    *self.remote[:2], out.size)
+            self.teardown()
+            return
+        if not out.size and self.finishing:
+            self._finish()
+            if self.state is TransportState.CLOSED:
+                return
+        self.update_interest()
+
+    def update_interest(self) -> None:
+        state = self.state
+        if state is TransportState.CLOSED:
+            return
+        size = self.out.size
+        if state is TransportState.OPEN:
+            reading = size <= self.server.read_pause_bytes
+        else:
+            # PEER_ENDED: nothing more to read. DRAINING: read until the EOF.
+            reading = state is TransportState.DRAINING
+        events = (EVENT_READ if reading else 0) | (EVENT_WRITE if size else 0)
+        if events != self.events:
+            self.events = events
+            self.loop.modify(self.sock, events, self.on_ready)
+
+    # ---- the end ------------------------------------------------------------
+
+    def close_when_flushed(self) -> None:
+        """The session is done: once its output is out, half-close and drain (or close)."""
+        self.finishing = True
+        self.output_ready()
+
+    def _finish(self) -> None:
+        if self._move(Cause.FINISH) is TransportState.CLOSED:   # the peer's EOF came already
+            self._release()
+            return
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.teardown()
+            return
+        self._start_linger()
+
+    def _start_linger(self) -> None:
+        if self.linger_timer is None:
+            self.linger_timer = self.loop.call_later(self.server.linger_timeout, self.teardown)
+
+    def teardown(self) -> None:
+        """Close the socket now and tell the session."""
+        if self.state is not TransportState.CLOSED:
+            self._move(Cause.TEARDOWN)
+            self._release()
+
+    def _release(self) -> None:
+        """The connection is CLOSED: tell the session, free the socket and the timer."""
+        self.session.closed()
+        if self.linger_timer is not None:
+            self.linger_timer.cancel()
+        self.loop.unregister(self.sock)
+        self.server.connections.discard(self)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
