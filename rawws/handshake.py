@@ -245,7 +245,8 @@ class Acceptance:
 
     `connection` is the server's side of it, with the limits and the
     permessage-deflate agreed; bytes the client sent after its request head
-    are its first frames, for `connection.receive_data()`.
+    are its first frames, for `connection.receive_data()` (when there are
+    any: b"" there means the peer's EOF).
     """
 
     response: bytes
