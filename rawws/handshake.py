@@ -1,8 +1,20 @@
 """The opening handshake (RFC 6455 §4): an HTTP/1.1 Upgrade, both sides, sans-IO.
 
-Server side: `is_upgrade_request()` tells a WebSocket attempt from a plain
-HTTP request, `validate_request()` checks it (§4.2.1) and returns the key,
-`accept_response()` builds the 101 (§4.2.2). Client side: `make_key()`,
+The whole exchange, decided without I/O; the caller only moves bytes:
+
+- Server: `server_handshake(request, policy)` takes a parsed request and a
+  `ServerPolicy` (the application's hooks for Origin and subprotocol,
+  permessage-deflate, limits) and returns either a `Refusal` (the HTTP
+  error to send before closing) or an `Acceptance` (the 101 to send and
+  the ready `WebSocketConnection`).
+- Client: a `ClientHandshake` holds the `request` bytes to send (§4.1);
+  `receive_response()` checks the server's answer and returns the ready
+  connection and the subprotocol (`Established`), or raises HandshakeError.
+
+The pieces they are made of, each one rule of the RFC: server side,
+`is_upgrade_request()` tells a WebSocket attempt from a plain HTTP request,
+`validate_request()` checks it (§4.2.1) and returns the key,
+`accept_response()` builds the 101 (§4.2.2); client side, `make_key()`,
 `build_request()` (§4.1) and `check_response()` (§4.1, the client's checks).
 """
 from __future__ import annotations
@@ -12,9 +24,13 @@ import binascii
 import hashlib
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
 
+from .deflate import DeflateOptions, PerMessageDeflate, client_check, client_offer, server_accept
 from .errors import HandshakeError
 from .http import Request, Response, format_response
+from .protocol import DEFAULT_MAX_MESSAGE_SIZE, Role, WebSocketConnection
 
 # §1.3: the GUID the server appends to the client's key before hashing.
 WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -173,3 +189,173 @@ def check_response(response: Response, key: str, offered: Iterable[str] = (), *,
         # §4.1: a subprotocol the client did not offer fails the connection.
         raise HandshakeError(response.status, f"server chose a subprotocol that was not offered: {chosen}")
     return chosen[0]
+
+
+# ---- server side: the decision --------------------------------------------
+
+class HandshakeHooks(Protocol):
+    """The application's say in a handshake (`rawws.net.server.WebSocketApp` has all four)."""
+
+    subprotocol_required: bool
+
+    def check_origin(self, origin: str | None, request: Request) -> bool:
+        """Accept the request's Origin (None when it has none), or refuse it with 403."""
+
+    def select_subprotocol(self, offered: list[str], request: Request) -> str | None:
+        """One of `offered` (the client's order), or None for no subprotocol."""
+
+    def subprotocol_refusal(self) -> str:
+        """The plain-text body of the 400 when a subprotocol is required and none fits."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerPolicy:
+    """What a server accepts in an opening handshake.
+
+    `app` decides Origin and subprotocol through its hooks; `compression` is
+    the permessage-deflate the server agrees to (RFC 7692; None: never); the
+    limits (§10.4) go to the connection of every accepted handshake. Made
+    once per server, used for every upgrade request.
+    """
+
+    app: HandshakeHooks
+    compression: DeflateOptions | None = DeflateOptions()
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    max_frame_size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A refused handshake: send `response`, then close the connection.
+
+    `error` says why: its status, its headers, and a reason for the log.
+    """
+
+    error: HandshakeError
+    response: bytes
+
+    @property
+    def status(self) -> int:
+        return self.error.status
+
+
+@dataclass(frozen=True, slots=True)
+class Acceptance:
+    """An accepted handshake: send `response` (the 101), then speak WebSocket.
+
+    `connection` is the server's side of it, with the limits and the
+    permessage-deflate agreed; bytes the client sent after its request head
+    are its first frames, for `connection.receive_data()` (when there are
+    any: b"" there means the peer's EOF).
+    """
+
+    response: bytes
+    subprotocol: str | None
+    connection: WebSocketConnection
+
+
+def server_handshake(request: Request, policy: ServerPolicy) -> Acceptance | Refusal:
+    """Answer an upgrade request (§4.2.2): accept it, or refuse it with an HTTP error.
+
+    The checks, in order; the first that fails is the refusal:
+
+    1. The request itself (§4.2.1, `validate_request`): 400 in general, 405
+       with `Allow: GET` for another method, 426 with
+       `Sec-WebSocket-Version: 13` for a missing or other version.
+    2. The Origin (§10.2), by `app.check_origin`: 403.
+    3. The subprotocol, by `app.select_subprotocol` among the offered ones
+       (§4.2.2 item 5, /subprotocol/): when it picks none and
+       `app.subprotocol_required`, 400 with `app.subprotocol_refusal()` as
+       the body.
+    4. Sec-WebSocket-Extensions, when compression is on: a header that
+       breaks the §9.1 grammar is a 400; an offer the server cannot honour is
+       only declined, and the connection goes uncompressed (RFC 7692 §5).
+
+    A hook may also refuse by raising HandshakeError (its status is sent);
+    any other exception from a hook is the application's bug and propagates.
+    """
+    app = policy.app
+    body = None
+    try:
+        key = validate_request(request)
+        origin = request.headers.get("Origin")
+        if not app.check_origin(origin, request):
+            raise HandshakeError(403, f"origin {origin} is not allowed")
+        subprotocol = app.select_subprotocol(offered_subprotocols(request), request)
+        if subprotocol is None and app.subprotocol_required:
+            body = app.subprotocol_refusal()
+            raise HandshakeError(400, "no supported subprotocol offered")
+        agreed = None
+        if policy.compression is not None:
+            # RFC 7692 §5: the first permessage-deflate offer we can honour, if any.
+            agreed = server_accept(request.headers.get_all("Sec-WebSocket-Extensions"),
+                                   policy.compression)
+    except HandshakeError as error:
+        return Refusal(error, refusal_response(error, body))
+    extension_headers = []
+    deflate = None
+    if agreed is not None:
+        params, answer = agreed
+        extension_headers.append(("Sec-WebSocket-Extensions", answer))
+        deflate = PerMessageDeflate(params, is_server=True, options=policy.compression)
+    connection = WebSocketConnection(Role.SERVER, max_message_size=policy.max_message_size,
+                                     max_frame_size=policy.max_frame_size, deflate=deflate)
+    return Acceptance(accept_response(key, subprotocol, extension_headers), subprotocol, connection)
+
+
+# ---- client side: the exchange --------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Established:
+    """§4.1: "_The WebSocket Connection is Established_": the client's side of
+    it, and the subprotocol the server chose (None for none)."""
+
+    connection: WebSocketConnection
+    subprotocol: str | None
+
+
+class ClientHandshake:
+    """One client's opening handshake (§4.1), without I/O.
+
+    Send `request`; read the server's response head, parse it
+    (`rawws.http.parse_response_head`) and hand it to `receive_response()`.
+    `compression` (DeflateOptions) offers permessage-deflate (RFC 7692);
+    the limits go to the connection. `key` is fresh by default (§4.1 item 7);
+    pass one only to reproduce a handshake (the RFC's example, a test).
+    """
+
+    def __init__(self, host: str, path: str = "/", *, subprotocols: Iterable[str] = (),
+                 origin: str | None = None, headers: Iterable[tuple[str, str]] = (),
+                 compression: DeflateOptions | None = None,
+                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+                 max_frame_size: int | None = None, key: str | None = None) -> None:
+        self.key = key if key is not None else make_key()
+        self.subprotocols = tuple(subprotocols)
+        self.compression = compression
+        self.max_message_size = max_message_size
+        self.max_frame_size = max_frame_size
+        offer = client_offer(compression) if compression is not None else None
+        # ValueError here for a header holding CR or LF, before any connection.
+        self.request = build_request(host, path, self.key, subprotocols=self.subprotocols,
+                                     origin=origin, extensions=offer, extra_headers=headers)
+
+    def receive_response(self, response: Response) -> Established:
+        """Check the server's answer (§4.1) and return the established connection.
+
+        Raises HandshakeError, carrying the server's status, when the answer
+        is not a 101 or breaks what the request offered: the Accept key, a
+        subprotocol or an extension not offered, a permessage-deflate answer
+        the offer did not allow (RFC 7692 §7.1). The client then fails the
+        connection (closes TCP).
+        """
+        subprotocol = check_response(response, self.key, self.subprotocols,
+                                     extensions_offered=self.compression is not None)
+        deflate = None
+        if self.compression is not None:
+            params = client_check(response.headers.get_all("Sec-WebSocket-Extensions"),
+                                  self.compression)
+            if params is not None:
+                deflate = PerMessageDeflate(params, is_server=False, options=self.compression)
+        connection = WebSocketConnection(Role.CLIENT, max_message_size=self.max_message_size,
+                                         max_frame_size=self.max_frame_size, deflate=deflate)
+        return Established(connection, subprotocol)

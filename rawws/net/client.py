@@ -17,12 +17,11 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 from ..close import CLOSE_NORMAL
-from ..deflate import DeflateOptions, PerMessageDeflate, client_check, client_offer
+from ..deflate import DeflateOptions
 from ..errors import ConnectionClosed, HandshakeError
-from ..handshake import build_request, check_response, make_key
+from ..handshake import ClientHandshake
 from ..http import find_head_end, parse_response_head, Response
-from ..protocol import (BinaryMessage, Event, Pong, Role, State, TextMessage,
-                       WebSocketConnection)
+from ..protocol import BinaryMessage, Event, Pong, State, TextMessage, WebSocketConnection
 from .sendqueue import SendQueue
 from ..tools.trace import ConnectionTap, WireTracer
 
@@ -237,7 +236,10 @@ def connect(url: str, *, subprotocols: list[str] | tuple[str, ...] = (),
     port = parts.port or DEFAULT_PORTS[parts.scheme]
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     host_header = parts.netloc.rsplit("@", 1)[-1]
-    key = make_key()
+    # The handshake's rules are rawws.handshake's: here, only the bytes move.
+    handshake = ClientHandshake(host_header, path, subprotocols=subprotocols, origin=origin,
+                                headers=headers or (), compression=options,
+                                max_message_size=max_message_size)
     sock = socket.create_connection((parts.hostname, port), timeout=timeout)
     tap = None
     if trace is not None:
@@ -246,12 +248,9 @@ def connect(url: str, *, subprotocols: list[str] | tuple[str, ...] = (),
                         role="client")
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        request = build_request(host_header, path, key, subprotocols=subprotocols,
-                                origin=origin, extra_headers=headers or (),
-                                extensions=client_offer(options) if options else None)
-        sock.sendall(request)
+        sock.sendall(handshake.request)
         if tap is not None:
-            tap.outgoing(request)
+            tap.outgoing(handshake.request)
         buffer = bytearray()
         while (end := find_head_end(buffer)) == -1:
             if len(buffer) > MAX_RESPONSE_HEAD:
@@ -263,16 +262,9 @@ def connect(url: str, *, subprotocols: list[str] | tuple[str, ...] = (),
                 raise HandshakeError(502, "connection closed during the handshake")
             buffer += chunk
         response = parse_response_head(bytes(buffer[:end]))
-        subprotocol = check_response(response, key, subprotocols,
-                                     extensions_offered=options is not None)
-        deflate = None
-        if options is not None:
-            params = client_check(response.headers.get_all("Sec-WebSocket-Extensions"), options)
-            if params is not None:
-                deflate = PerMessageDeflate(params, is_server=False, options=options)
+        established = handshake.receive_response(response)
     except BaseException:
         sock.close()
         raise
-    protocol = WebSocketConnection(Role.CLIENT, max_message_size=max_message_size,
-                                   deflate=deflate)
-    return ClientConnection(sock, protocol, response, subprotocol, bytes(buffer[end:]), tap)
+    return ClientConnection(sock, established.connection, response, established.subprotocol,
+                            bytes(buffer[end:]), tap)
