@@ -548,7 +548,7 @@ def handshake_in_memory(client: ClientHandshake, policy: ServerPolicy,
 
 def deliver(sender, receiver) -> list:
     receiver.receive_data(sender.data_to_send())
-    return receiver.events()
+    return list(receiver.events())
 
 
 def test_a_client_and_a_server_open_and_talk_in_memory():
@@ -575,7 +575,7 @@ def test_a_client_and_a_server_agree_on_compression_in_memory():
     assert frame[0] & 0x40                      # RSV1: a compressed message (RFC 7692 §6)
     assert len(frame) < len(text) // 4
     server.receive_data(frame)
-    assert server.events() == [TextMessage(text)]
+    assert list(server.events()) == [TextMessage(text)]
     server.send_text(text)
     assert deliver(server, ws) == [TextMessage(text)]
 
@@ -585,7 +585,7 @@ def test_a_frame_sent_with_the_request_reaches_the_server_connection():
     early.send_text("early")
     acceptance, _ = handshake_in_memory(ClientHandshake("h"), ServerPolicy(WebSocketApp()),
                                         early.data_to_send())
-    assert acceptance.connection.events() == [TextMessage("early")]
+    assert list(acceptance.connection.events()) == [TextMessage("early")]
 
 
 def test_a_refused_client_gets_the_servers_status():

@@ -17,12 +17,10 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from ..deflate import PerMessageDeflate, server_accept
-from ..errors import HandshakeError, HTTPError
-from ..handshake import (accept_response, is_upgrade_request, offered_subprotocols,
-                         refusal_response, validate_request)
+from ..errors import HTTPError
+from ..handshake import Refusal, is_upgrade_request, server_handshake
 from ..http import Request, RequestParser, format_response
-from ..protocol import Role, WebSocketConnection
+from ..protocol import WebSocketConnection
 from .loop import Timer
 from .ws_session import WebSocketSession
 
@@ -135,40 +133,16 @@ class HTTPSession:
     # ---- the upgrade -------------------------------------------------------
 
     def upgrade(self, request: Request) -> None:
-        server = self.server
-        app = server.app
+        """Answer an upgrade request as the sans-IO handshake decides (rawws.handshake)."""
         transport = self.transport
-        body = None
-        try:
-            key = validate_request(request)
-            origin = request.headers.get("Origin")
-            if not app.check_origin(origin, request):
-                raise HandshakeError(403, f"origin {origin} is not allowed")
-            subprotocol = app.select_subprotocol(offered_subprotocols(request), request)
-            if subprotocol is None and app.subprotocol_required:
-                body = app.subprotocol_refusal()
-                raise HandshakeError(400, "no supported subprotocol offered")
-            agreed = None
-            if server.compression is not None:
-                # RFC 7692 §5: the first permessage-deflate offer we can honour, if any.
-                agreed = server_accept(request.headers.get_all("Sec-WebSocket-Extensions"),
-                                       server.compression)
-        except HandshakeError as error:
-            log.info("%s:%s handshake refused: %d %s", *transport.remote[:2], error.status,
-                     error.reason)
-            transport.write(refusal_response(error, body))
+        outcome = server_handshake(request, self.server.policy)
+        transport.write(outcome.response)
+        if isinstance(outcome, Refusal):
+            log.info("%s:%s handshake refused: %d %s", *transport.remote[:2], outcome.status,
+                     outcome.error.reason)
             self.finish()
             return
-        extension_headers = []
-        deflate = None
-        if agreed is not None:
-            params, answer = agreed
-            extension_headers.append(("Sec-WebSocket-Extensions", answer))
-            deflate = PerMessageDeflate(params, is_server=True, options=server.compression)
-        protocol = WebSocketConnection(Role.SERVER, max_message_size=server.max_message_size,
-                                       max_frame_size=server.max_frame_size, deflate=deflate)
-        transport.write(accept_response(key, subprotocol, extension_headers))
-        self.switch(protocol, request, subprotocol)
+        self.switch(outcome.connection, request, outcome.subprotocol)
 
     def switch(self, protocol: WebSocketConnection, request: Request,
                subprotocol: str | None) -> None:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..deflate import DeflateOptions
+from ..handshake import ServerPolicy
 from ..http import Request, format_response
 from ..origin import OriginPolicy
 from ..protocol import DEFAULT_MAX_MESSAGE_SIZE
@@ -106,6 +107,10 @@ class Server:
         self.compression = compression
         self.max_message_size = max_message_size
         self.max_frame_size = max_frame_size
+        # What the sans-IO handshake decides with: the app's hooks, compression, limits.
+        self.policy = ServerPolicy(app, compression=compression,
+                                   max_message_size=max_message_size,
+                                   max_frame_size=max_frame_size)
         self.max_header_bytes = max_header_bytes
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
