@@ -348,6 +348,42 @@ def test_a_peer_that_does_not_speak_resp_is_dropped(loop):
         thread.join(WAIT)
 
 
+def test_a_reply_that_no_command_asked_for_drops_the_connection(loop):
+    # A peer that answers SELECT, then sends a second reply unasked.
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        def answer() -> None:
+            peer, _ = listener.accept()
+            with peer:
+                peer.recv(1024)
+                peer.sendall(b"+OK\r\n")
+                time.sleep(0.1)
+                peer.sendall(b"+SURPRISE\r\n")
+                time.sleep(0.5)
+
+        thread = threading.Thread(target=answer, daemon=True)
+        thread.start()
+        lost = []
+        redis = connect(loop, f"redis://127.0.0.1:{listener.getsockname()[1]}/0",
+                        on_lost=lost.append)
+        run_until(loop, lambda: lost)
+        assert "a reply that no command asked for: 'SURPRISE'" in str(lost[0])
+        assert redis.state == "closed"
+        thread.join(WAIT)
+
+
+def test_commands_past_max_buffered_fail_at_once(loop):
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        redis = RedisConnection(loop, f"redis://127.0.0.1:{silent.getsockname()[1]}/0",
+                                max_buffered=100)
+        redis.connect(timeout=WAIT)
+        small = redis.command("SET", "k", "v")
+        big = redis.command("SET", "k", "x" * 100)
+        assert not small.done()
+        assert "not yet taken by the server" in str(big.error())
+        redis.close()
+        assert isinstance(small.error(), RedisConnectionError)
+
+
 def test_commands_need_connect_first(loop):
     with pytest.raises(RuntimeError, match="connect"):
         RedisConnection(loop, "redis://127.0.0.1:1/0").command("PING")

@@ -337,7 +337,8 @@ class RedisConnection:
                 f"{self.address}: {self._out.size} bytes of commands not yet taken by the server"))
             return future
         name = args[0]
-        name = (name.decode("latin-1") if isinstance(name, (bytes, bytearray)) else str(name)).upper()
+        name = (name.decode("latin-1") if isinstance(name, (bytes, bytearray))
+                else str(name)).upper()
         subscription = name in SUBSCRIPTION_COMMANDS
         replies = 1
         if subscription:
