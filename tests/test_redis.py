@@ -90,6 +90,26 @@ def test_an_address_prints_as_its_url():
     assert str(parse_url("redis://localhost")) == "redis://localhost:6379/0"
 
 
+# ---- futures -------------------------------------------------------------------
+
+def test_a_reply_future_settles_once_and_calls_back_even_when_late(caplog):
+    future = ReplyFuture()
+    seen = []
+    future.add_done_callback(lambda f: 1 / 0)          # logged, not raised
+    future.add_done_callback(lambda f: seen.append(f.result()))
+    with pytest.raises(RuntimeError):
+        future.result()
+    future.set_result(b"value")
+    future.set_error(ReplyError("ERR too late"))        # settled already: no effect
+    future.add_done_callback(lambda f: seen.append("late"))
+    assert seen == [b"value", "late"] and future.error() is None
+    assert "unhandled error in Redis callback" in caplog.text
+    failed = ReplyFuture()
+    failed.set_error(ReplyError("WRONGTYPE nope"))
+    with pytest.raises(ReplyError, match="WRONGTYPE"):
+        failed.result()
+
+
 # ---- commands and replies --------------------------------------------------------
 
 def test_set_get_and_each_type_of_reply(loop, redis_server):

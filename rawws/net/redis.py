@@ -328,14 +328,6 @@ class RedisConnection:
         if self.state == "new":
             raise RuntimeError("connect() the connection before sending commands")
         data = encode_command(*args)
-        future = ReplyFuture()
-        if self.state == "closed":
-            future.set_error(RedisConnectionError(f"{self.address}: the connection is closed"))
-            return future
-        if self._out.size + len(data) > self.max_buffered:
-            future.set_error(RedisError(
-                f"{self.address}: {self._out.size} bytes of commands not yet taken by the server"))
-            return future
         name = args[0]
         name = (name.decode("latin-1") if isinstance(name, (bytes, bytearray))
                 else str(name)).upper()
@@ -347,6 +339,14 @@ class RedisConnection:
             replies = len(args) - 1
             if not replies:
                 raise ValueError(f"{name}: name the channels or patterns")
+        future = ReplyFuture()
+        if self.state == "closed":
+            future.set_error(RedisConnectionError(f"{self.address}: the connection is closed"))
+            return future
+        if self._out.size + len(data) > self.max_buffered:
+            future.set_error(RedisError(
+                f"{self.address}: {self._out.size} bytes of commands not yet taken by the server"))
+            return future
         self._out.append(data)
         self._waiting.append((future, replies, [], subscription))
         if not self._flush_due and self._connected:
