@@ -53,12 +53,13 @@ bench-quick: $(STAMP) $(LOADGEN) bench-refs
 	$(PY) -m benchmarks --quick
 
 # The parser fuzz tests, long: FUZZ_SEEDS seeds, each test up to FUZZ_SECONDS
-# per seed (about 14 x 6 x 5 s = 7 minutes by default); `make test` runs them briefly.
+# per seed (about 18 x 6 x 5 s = 9 minutes by default); `make test` runs them briefly.
 FUZZ_SEEDS   ?= 6
 FUZZ_SECONDS ?= 5
 fuzz: $(STAMP)
 	FUZZ_SEEDS=$(FUZZ_SEEDS) FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_ITERATIONS=10000000 \
-	    $(PY) -m pytest -q --timeout=0 tests/test_fuzz.py tests/test_fuzz_handshake.py
+	    $(PY) -m pytest -q --timeout=0 tests/test_fuzz.py tests/test_fuzz_handshake.py \
+	        tests/test_resp_fuzz.py
 
 # Autobahn|Testsuite, server and client side (docs/conformance.md); installs it when missing.
 conformance: $(STAMP)

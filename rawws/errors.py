@@ -2,6 +2,14 @@
 
 A WebSocket protocol error carries the close code to send (RFC 6455 §7.4.1);
 an HTTP error carries the status line and headers to answer with.
+
+The Redis client (`rawws.resp`, `rawws.net.redis`) has its own small tree,
+apart from the WebSocket one, at the end of this file:
+
+    RedisError
+    ├── RespProtocolError      the server's bytes are not RESP, or break a limit
+    ├── ReplyError             an error reply (-ERR ...): that command failed
+    └── RedisConnectionError   connect refused or timed out, connection lost
 """
 from __future__ import annotations
 
@@ -67,3 +75,37 @@ class ConnectionClosed(WebSocketError):
         super().__init__(f"connection closed: {code} {reason}".strip())
         self.code = code
         self.reason = reason
+
+
+# ---- the Redis client ----------------------------------------------------------
+
+class RedisError(Exception):
+    """Base class of the Redis client's errors (not a WebSocketError)."""
+
+
+class RespProtocolError(RedisError):
+    """The server sent bytes that are not RESP, or a reply over a parser limit.
+
+    The stream cannot be resynchronised after it: the connection is dropped.
+    """
+
+
+class ReplyError(RedisError):
+    """An error reply, such as ``-WRONGTYPE Operation against a key ...``.
+
+    The parser returns it as a value (it is one reply among others in a
+    pipeline); the client fails that command's future with it, and the
+    connection carries on. `code` is the first word (``ERR``, ``WRONGTYPE``).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = message.split(" ", 1)[0]
+
+
+class RedisConnectionError(RedisError):
+    """No connection: refused, timed out while connecting, or lost.
+
+    Every command still waiting for its reply fails with it.
+    """
