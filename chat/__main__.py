@@ -13,8 +13,8 @@ import logging
 import sys
 from pathlib import Path
 
-from rawws.deflate import DeflateOptions
-from rawws.net.server import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Server
+from rawws.net.server import (DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DeflateOptions,
+                              Server)
 from rawws.tools.trace import WireTracer
 
 from .app import ChatApp
@@ -30,7 +30,7 @@ MIN_WS_MESSAGE_SIZE = 128 * 1024
 DEFAULT_MAX_SEND_BUFFER = 1024 * 1024
 # permessage-deflate (RFC 7692) as the chat asks for it: both sides start
 # every message from an empty window. So a broadcast is compressed once for
-# every recipient (`rawws.deflate.compress_once`), and a connection keeps no
+# every recipient (`rawws.net.broadcast`), and a connection keeps no
 # zlib state between messages: an idle one costs no compression memory.
 CHAT_COMPRESSION = DeflateOptions(server_no_context_takeover=True,
                                   client_no_context_takeover=True)

@@ -4,8 +4,10 @@ The room never touches a socket. It is handed *connection handles*, objects
 with the few members of `rawws.net.server.WebSocket` it uses:
 
     conn.send_text(text: str) -> bool      # one message to this connection only
-    conn.send_frame_bytes(frame) -> bool   # an already-encoded frame (broadcast)
     conn.close(code, reason)               # kick
+
+and, for broadcasts, what `rawws.net.broadcast.broadcast` uses of them
+(`send_frame_bytes`, `shared_deflate_bits`),
 
 so the tests drive it with fakes and an injected clock. The rules it applies,
 v1 and v2 side by side, are those of docs/protocol.md.
@@ -15,15 +17,11 @@ nothing, and never raises; the room just moves on. Such a connection leaves
 the room the one way every connection does: the server calls the app's
 `on_close`, which calls `disconnect`, and its leave is broadcast then, once.
 
-Broadcast serializes and frames each distinct wire form once, one for the v1
-recipients and one for the v2 recipients, then hands the very same bytes
-object to every recipient: with N members a message costs two encodes, not
-N. With permessage-deflate a form is also compressed or plain: a connection
-that agreed to server_no_context_takeover (the chat server asks every one
-to) gets a frame compressed once, from a fresh window, for all such
-connections; one whose compression context carries over from message to
-message could only be sent bytes compressed for it alone, so it gets the
-plain frame instead, which RFC 7692 §6 allows for any message.
+A broadcast serializes each message once per protocol version and hands it
+to the library's `broadcast`, which frames (and, for peers that agreed to
+server_no_context_takeover, which the chat asks of every one, compresses)
+it once and queues the very same bytes to every recipient: with N members a
+message costs two encodes, not N. The room never sees a frame.
 
 Measured with 1,000 members (half v1, half v2) and a 200-character
 message, handing it to every connection handle took 0.36 ms, against 8 ms
@@ -41,8 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rawws.close import CLOSE_POLICY_VIOLATION
-from rawws.deflate import compress_once
-from rawws.frames import OP_TEXT, encode_frame
+from rawws.net.broadcast import broadcast
 
 from . import messages as m
 from .messages import ChatError
@@ -103,25 +100,14 @@ class TokenBucket:
         return False
 
 
-def _compressed_text_frame(payload: bytes, window_bits: int) -> bytes:
-    """A text frame compressed from a fresh window (RFC 7692 §7.2.1): one for
-    every recipient that agreed to server_no_context_takeover."""
-    return encode_frame(OP_TEXT, compress_once(payload, window_bits), rsv1=True)
-
-
 class Member:
     """One open connection in the room; `name` is None until it joins."""
 
-    __slots__ = ("conn", "version", "form", "name", "bucket", "strikes", "label")
+    __slots__ = ("conn", "version", "name", "bucket", "strikes", "label")
 
     def __init__(self, conn: Any, version: int, bucket: TokenBucket | None, label: str) -> None:
         self.conn = conn
         self.version = version
-        # The wire form of a broadcast this member hears: its protocol version
-        # and, when the handle allows a frame compressed once for everyone
-        # (permessage-deflate without server context takeover), the window
-        # bits; None: plain frames.
-        self.form = (version, getattr(conn, "shared_deflate_bits", None))
         self.name: str | None = None
         self.bucket = bucket
         self.strikes = 0          # consecutive rate-limited messages
@@ -142,18 +128,14 @@ class Room:
 
     def __init__(self, limits: Limits | None = None, *,
                  clock: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic,
-                 encode: Callable[[bytes], bytes] | None = None,
-                 encode_compressed: Callable[[bytes, int], bytes] | None = None) -> None:
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.limits = limits or Limits()
         self._clock = clock                  # wall clock, seconds: the `time` fields
         self._monotonic = monotonic          # for the rate limit: never jumps
-        self._encode = encode or (lambda payload: encode_frame(OP_TEXT, payload))
-        self._encode_compressed = encode_compressed or _compressed_text_frame
         self._members: dict[int, Member] = {}   # id(conn) -> member, every open connection
         self._joined: dict[int, Member] = {}    # id(conn) -> member holding a name, join order
-        # The same members by wire form (`Member.form`): who hears which bytes.
-        self._audience: dict[tuple[int, int | None], dict[int, Member]] = {}
+        # The joined members' handles by protocol version: who hears which text.
+        self._audience: dict[int, dict[int, Any]] = {1: {}, 2: {}}
         self._names: dict[str, Member] = {}     # name_key(name) -> member
         # The last chat-messages as (v2 payload JSON, its size in UTF-8 bytes).
         self._history: deque[tuple[str, int]] = deque()
@@ -349,7 +331,7 @@ class Room:
         member.name = name
         self._names[m.name_key(name)] = member
         self._joined[id(member.conn)] = member
-        self._audience.setdefault(member.form, {})[id(member.conn)] = member
+        self._audience[member.version][id(member.conn)] = member.conn
         log.info("join %s as %r (v%d)", member.label, name, member.version)
         now = self._now_ms()
         if member.version == 2:
@@ -399,10 +381,7 @@ class Room:
         del self._members[key]
         if member.name is not None:
             del self._joined[key]
-            audience = self._audience[member.form]
-            del audience[key]
-            if not audience:
-                del self._audience[member.form]
+            del self._audience[member.version][key]
             del self._names[m.name_key(member.name)]
         return True
 
@@ -411,35 +390,25 @@ class Room:
     def _broadcast(self, v1_texts: list[str], v2_texts: list[str]) -> None:
         """Send each version's messages to every joined member of that version.
 
-        The hot path. Each message is framed once per wire form (version, and
-        compressed or not), and only when that form has an audience; then the
-        inner loop hands the same bytes
-        object to each member of that audience and does nothing else. No state
-        check: the handle makes its own, and a send to a closing connection
-        returns False (ignored: its on_close brings its leave). No copy of the
-        dict: nothing changes it during the loop, since a handle's send only
-        queues bytes, and a connection ends (and reaches `disconnect`) only
-        when the server flushes, after this call.
-
-        Measured, 1,000 members (half v1, half v2), 1,000 broadcasts of a
-        200-character message: with fakes whose send appends to a list,
-        0.10 s, against 0.20 s for the former single loop over all members in
-        join order that checked `open`, looked up the member's frames and
-        copied the dict first; with real `rawws.net.server.WebSocket` handles
-        (over a stub connection, no socket), 1.0 s against 1.9 s.
+        The hot path: each text goes to the library's `broadcast`, which
+        encodes it once per wire form and hands the same bytes to each
+        handle. No copy of the audience: nothing changes it during the
+        loop, since a handle's send only queues bytes, and a connection ends
+        (and reaches `disconnect`) only when the server flushes, after this.
+        A send to a closing connection returns False (ignored: its on_close
+        brings its leave).
         """
-        for (version, deflate_bits), audience in self._audience.items():
-            for text in (v1_texts if version == 1 else v2_texts):
-                payload = text.encode("utf-8")
-                if deflate_bits is None:
-                    frame = self._encode(payload)
-                else:
-                    frame = self._encode_compressed(payload, deflate_bits)
-                for member in audience.values():
-                    try:   # costs nothing in Python 3.11 unless it catches
-                        member.conn.send_frame_bytes(frame)
-                    except Exception:   # a handle must not raise; if one does, the others still hear
-                        log.exception("send to %s (%s) failed", member.label, member.name)
+        for version, texts in ((1, v1_texts), (2, v2_texts)):
+            audience = self._audience[version]
+            if audience:
+                for text in texts:
+                    broadcast(audience.values(), text, on_error=self._send_failed)
+
+    def _send_failed(self, conn: Any, error: Exception) -> None:
+        """A handle must not raise; if one does, the others still hear (logged here)."""
+        member = self._members.get(id(conn))
+        label, name = (member.label, member.name) if member is not None else (repr(conn), None)
+        log.error("send to %s (%s) failed: %r", label, name, error, exc_info=error)
 
     def _send(self, member: Member, text: str) -> None:
         """One message to one member (welcome, error); a closing one just doesn't get it."""

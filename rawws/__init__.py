@@ -22,6 +22,8 @@ _EXPORTS = {
     "Server": "rawws.net.server",
     "WebSocketApp": "rawws.net.server",
     "WebSocket": "rawws.net.server",
+    "broadcast": "rawws.net.broadcast",
+    "DeflateOptions": "rawws.deflate",
     "WebSocketConnection": "rawws.protocol",
     "Role": "rawws.protocol",
 }

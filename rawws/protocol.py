@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from .close import CLOSE_ABNORMAL, CLOSE_NO_STATUS, CLOSE_NORMAL
-from .deflate import PerMessageDeflate
+from .deflate import PerMessageDeflate, compress_once
 from .errors import ConnectionClosed, InvalidPayload, MessageTooBig, ProtocolError
 from .frames import (MAX_CONTROL_PAYLOAD, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING,
                      OP_PONG, OP_TEXT, RSV1_BIT, FrameParser, PendingFrame, decode_close_payload,
@@ -129,6 +129,23 @@ class CloseReceived:
 
 
 Event = TextMessage | BinaryMessage | Ping | Pong | CloseReceived
+
+
+def encode_shared_frame(message: str | bytes, deflate_bits: int | None = None) -> bytes:
+    """A server's frame for a whole message, the same bytes for every peer (no mask, §5.1).
+
+    With `deflate_bits`, the payload is compressed from a fresh window of
+    that size (RFC 7692 §7.2.1), for peers that agreed to
+    server_no_context_takeover; `WebSocketConnection.send_frame_bytes` queues it.
+    """
+    if isinstance(message, str):
+        opcode, payload = OP_TEXT, message.encode("utf-8")
+    else:
+        opcode, payload = OP_BINARY, bytes(message)
+    if deflate_bits is None:
+        return encode_frame(opcode, payload)
+    # RFC 7692 §6: RSV1 marks a compressed message.
+    return encode_frame(opcode, compress_once(payload, deflate_bits), rsv1=True)
 
 
 class _MaskKeys:
@@ -529,8 +546,8 @@ class WebSocketConnection:
         Only for servers, whose frames are unmasked and so the same for every peer.
         With permessage-deflate, the frame is either uncompressed (RSV1 clear;
         it leaves the compression context alone) or compressed with a fresh
-        window (`rawws.deflate.compress_once`), which only a connection that
-        agreed to server_no_context_takeover may be sent.
+        window (`encode_shared_frame`), which only a connection that agreed
+        to server_no_context_takeover may be sent.
         """
         # Hot path (a broadcast calls it once per recipient): one combined
         # test, the reasons sorted out only when it fails.

@@ -24,6 +24,8 @@ class FakeRequest:
 
 
 class FakeWS:
+    shared_deflate_bits = None   # no permessage-deflate: plain frames
+
     def __init__(self, subprotocol):
         self.subprotocol = subprotocol
         self.remote = ("127.0.0.1", 50000)

@@ -5,16 +5,20 @@ import json
 import pytest
 
 from chat import messages as m
+import rawws.net.broadcast
 from chat.room import Limits, Room
-from rawws.frames import OP_TEXT, encode_frame
+from rawws.frames import OP_TEXT
+from rawws.protocol import encode_shared_frame
 
 
 class FakeWS:
-    """The part of rawws.net.server.WebSocket the room uses, recording what it gets.
+    """The part of rawws.net.ws_session.WebSocket the room uses, recording what it gets.
 
     Like the real handle, a send to a connection that is not open returns
     False and does nothing. `fail=True` makes every send raise, which the
     real handle never does: the room must survive it anyway."""
+
+    shared_deflate_bits = None   # no permessage-deflate: plain frames
 
     def __init__(self, fail=False, quiet=False):
         self.open = True
@@ -75,12 +79,21 @@ class Clock:
 
 
 class CountingEncoder:
+    """Wraps the library's broadcast encoder and counts its calls."""
+
     def __init__(self):
         self.calls = 0
 
-    def __call__(self, payload):
+    def __call__(self, message, deflate_bits=None):
         self.calls += 1
-        return encode_frame(OP_TEXT, payload)
+        return encode_shared_frame(message, deflate_bits)
+
+
+@pytest.fixture
+def encoder(monkeypatch):
+    counting = CountingEncoder()
+    monkeypatch.setattr(rawws.net.broadcast, "encode_shared_frame", counting)
+    return counting
 
 
 @pytest.fixture
@@ -95,7 +108,7 @@ def room(clock):
 
 def make_room(clock=None, **limits):
     clock = clock or Clock()
-    return Room(Limits(**limits), clock=clock, monotonic=clock, encode=CountingEncoder())
+    return Room(Limits(**limits), clock=clock, monotonic=clock)
 
 
 def send(room, ws, kind, **payload):
@@ -377,22 +390,22 @@ def test_v1_and_v2_recipients_each_get_their_own_wire_form(room, clock):
         "id": 1, "username": "one", "message": "hi", "time": int(clock.now * 1000)}}]
 
 
-def test_broadcast_encodes_each_wire_form_once_and_sends_the_same_bytes(room):
+def test_broadcast_encodes_each_wire_form_once_and_sends_the_same_bytes(room, encoder):
     v1s = [connect(room, 1, f"v1-{i}") for i in range(3)]
     v2s = [connect(room, 2, f"v2-{i}") for i in range(3)]
-    room._encode.calls = 0
+    encoder.calls = 0
     send(room, v1s[0], m.MESSAGE, message="once")
-    assert room._encode.calls == 2
+    assert encoder.calls == 2
     assert all(ws.frames[-1] is v1s[0].frames[-1] for ws in v1s)
     assert all(ws.frames[-1] is v2s[0].frames[-1] for ws in v2s)
 
 
-def test_broadcast_to_only_v2_members_encodes_only_the_v2_form(room):
+def test_broadcast_to_only_v2_members_encodes_only_the_v2_form(room, encoder):
     a = connect(room, 2, "a")
     connect(room, 2, "b")
-    room._encode.calls = 0
+    encoder.calls = 0
     send(room, a, m.MESSAGE, message="x")
-    assert room._encode.calls == 1
+    assert encoder.calls == 1
 
 
 # --- leaving -------------------------------------------------------------------------------------

@@ -35,6 +35,8 @@ from .static import StaticFiles
 from .transport import Transport
 from .ws_session import WebSocket, WebSocketSession
 
+__all__ = ["DeflateOptions", "Server", "WebSocket", "WebSocketApp", "run_in_thread"]
+
 log = logging.getLogger("rawws.server")
 
 RECV_SIZE = 256 * 1024

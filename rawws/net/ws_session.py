@@ -31,7 +31,7 @@ class WebSocket:
     """The application's handle on one open WebSocket connection."""
 
     __slots__ = ("_session", "_transport", "_ws", "request", "path", "subprotocol", "remote",
-                 "data")
+                 "shared_deflate_bits", "data")
 
     def __init__(self, session: WebSocketSession, request: Request,
                  subprotocol: str | None) -> None:
@@ -42,6 +42,13 @@ class WebSocket:
         self.path = request.target
         self.subprotocol = subprotocol
         self.remote = session.transport.remote
+        # For broadcasts (rawws.net.broadcast): the window size when a frame
+        # compressed once for many may be sent to this peer (permessage-deflate
+        # without server context takeover), else None: then it gets the plain
+        # frame, which every peer accepts (RFC 7692 §6). Fixed by the handshake.
+        deflate = self._ws.deflate
+        self.shared_deflate_bits: int | None = (deflate.shared_window_bits
+                                                if deflate is not None else None)
         self.data: dict = {}   # for the application's own per-connection state
 
     @property
@@ -53,15 +60,6 @@ class WebSocket:
         """The permessage-deflate parameters agreed with this peer, or None."""
         deflate = self._ws.deflate
         return deflate.params if deflate is not None else None
-
-    @property
-    def shared_deflate_bits(self) -> int | None:
-        """For broadcasts: the window size when a frame compressed once for many
-        (`rawws.deflate.compress_once`) may be sent to this peer (permessage-deflate
-        without server context takeover), else None: then it gets uncompressed
-        frame bytes, which every peer accepts (RFC 7692 §6)."""
-        deflate = self._ws.deflate
-        return deflate.shared_window_bits if deflate is not None else None
 
     # Each send returns False, and does nothing, once the connection is no
     # longer open: an application never has to catch a send to a closing peer.
