@@ -22,7 +22,7 @@ const REJOIN_RETRY_MS = 1000;
 
 // --- the name kept in this browser -----------------------------------------
 
-export function keptName() {
+function keptName() {
   try {
     const name = window.localStorage.getItem(STORAGE_KEY);
     return typeof name === 'string' ? name.trim() : '';
@@ -37,7 +37,7 @@ function keepName(name) {
   } catch (e) { /* storage disabled or full: the name just is not kept */ }
 }
 
-export function guestName() {
+function guestName() {
   return 'Guest-' + String(1000 + Math.floor(Math.random() * 9000));
 }
 
@@ -142,7 +142,7 @@ export class ChatSession {
     this.view.showUsers(this.roster.names, this.me.joined ? this.me.name : null);
   }
 
-  // What we are: ours marked as such.
+  // Is `name` the one the server holds for us?
   isMe(name) {
     return this.me.joined && name === this.me.name;
   }
