@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+from urllib.parse import urljoin
 
 import pytest
 
 from rawws.http import Headers, Request
 from rawws.net.static import StaticFiles, content_type
 
+WWW = Path(__file__).resolve().parent.parent / "www"
 INDEX = b"<!doctype html><title>chat</title>\n"
 NOT_FOUND = (
     404,
@@ -148,6 +151,38 @@ def test_head_has_no_body_and_the_get_length(files: StaticFiles) -> None:
 
 def test_head_of_missing_file_has_no_body(files: StaticFiles) -> None:
     assert files.respond(request("/nope", "HEAD")) == (404, NOT_FOUND[1], b"")
+
+
+# The module specifier of an `import ... from '...'`, `export ... from '...'`
+# or `import '...'` at the start of a line.
+MODULE_IMPORT = re.compile(r"""^\s*(?:import|export)\b(?:[^'";]*?\bfrom)?\s*['"]([^'"]+)['"]""", re.M)
+
+
+def test_the_chat_page_and_every_module_it_imports_are_served_as_javascript() -> None:
+    # The page in www/ is ES modules: browsers refuse a module script served
+    # with a type that is not JavaScript's. Follow its module graph from "/"
+    # as a browser resolves it, relative import by relative import.
+    files = StaticFiles(WWW)
+    status, _, page = files.respond(request("/"))
+    assert status == 200
+    scripts = re.findall(r'<script\b[^>]*\btype="module"[^>]*\bsrc="([^"]+)"', page.decode("utf-8"))
+    assert scripts, "the page loads no module script"
+    pending = [urljoin("/", src) for src in scripts]
+    served: set[str] = set()
+    while pending:
+        url = pending.pop()
+        if url in served:
+            continue
+        status, headers, body = files.respond(request(url))
+        assert status == 200, url
+        assert header(headers, "Content-Type") == "text/javascript; charset=utf-8", url
+        served.add(url)
+        for specifier in MODULE_IMPORT.findall(body.decode("utf-8")):
+            # A bare specifier ('chat/view.js') needs an import map: there is none.
+            assert specifier.startswith(("./", "../")), (url, specifier)
+            pending.append(urljoin(url, specifier))
+    # ...and no script in www/ is left out of the page.
+    assert served == {"/" + path.relative_to(WWW).as_posix() for path in WWW.rglob("*.js")}
 
 
 # --- conditional requests -------------------------------------------------
