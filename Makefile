@@ -47,10 +47,10 @@ bench-refs: $(BENCH_STAMP)
 	else echo "bench: no npm, so Node's ws will be reported as skipped"; fi
 
 bench: $(STAMP) $(LOADGEN) bench-refs
-	$(PY) -m benchmarks
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 bench-quick: $(STAMP) $(LOADGEN) bench-refs
-	$(PY) -m benchmarks --quick
+	$(PY) -m benchmarks --quick $(BENCH_ARGS)
 
 # The parser fuzz tests, long: FUZZ_SEEDS seeds, each test up to FUZZ_SECONDS
 # per seed (about 18 x 6 x 5 s = 9 minutes by default); `make test` runs them briefly.
