@@ -33,10 +33,11 @@ def in_a_copy(mask_in_place: Callable[[bytearray], None]) -> Callable[[bytes], b
 def implementations() -> dict[str, Callable[[bytes], object]]:
     """name -> function(data) returning the masked payload (a copy, as rawws does)."""
     found: dict[str, Callable[[bytes], object]] = {}
-    from rawws.frames import mask, mask_in_place
-    found["rawws (pure Python)"] = lambda data: mask(data, KEY)
+    from rawws.masking import PURE_PYTHON
+    found["rawws (pure Python)"] = lambda data: PURE_PYTHON.mask(data, KEY)
     # How the parser unmasks a payload of 1 KiB or more, in its buffer or a StreamedFrame's.
-    found["rawws in place (pure Python)"] = in_a_copy(lambda buffer: mask_in_place(buffer, KEY))
+    found["rawws in place (pure Python)"] = in_a_copy(
+        lambda buffer: PURE_PYTHON.mask_in_place(buffer, KEY))
     try:
         from websockets.utils import apply_mask as ws_python
         found["websockets (pure Python fallback)"] = lambda data: ws_python(data, KEY)

@@ -22,9 +22,10 @@ import time
 
 import pytest
 
+from rawws import masking
 from rawws.errors import HTTPError
 from rawws.frames import (OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT,
-                          FrameParser, encode_close_payload, encode_frame, mask)
+                          FrameParser, encode_close_payload, encode_frame)
 from rawws.http import Request, RequestParser
 from rawws.protocol import (BinaryMessage, CloseReceived, Ping, Pong, Role, State, TextMessage,
                             WebSocketConnection)
@@ -308,7 +309,7 @@ def test_mutated_streams_give_events_or_a_clean_failure(role, seed):
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_mask_follows_the_rfc_rule_across_its_chunk_boundaries(seed):
-    # mask() works in 32 KiB chunks with a shorter last one (rawws.frames):
+    # The fast mask() works in 32 KiB chunks with a shorter last one (rawws.masking):
     # check lengths around the chunk size against §5.3 byte by byte.
     rng = random.Random(seed)
     chunk = 32 * 1024
@@ -318,7 +319,7 @@ def test_mask_follows_the_rfc_rule_across_its_chunk_boundaries(seed):
         data = rng.randbytes(length)
         key = rng.choice((rng.randbytes(4), b"\x00\x00\x00\x00", b"\xff\xff\xff\xff"))
         expected = bytes(byte ^ key[index % 4] for index, byte in enumerate(data))
-        assert mask(data, key) == expected, f"seed {seed}, length {length}, key {key.hex()}"
+        assert masking.mask(data, key) == expected, f"seed {seed}, length {length}, key {key.hex()}"
 
 
 # ---- HTTP request heads --------------------------------------------------------
