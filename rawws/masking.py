@@ -151,14 +151,17 @@ def accelerated() -> Implementation | None:
         speedups = import_module("rawws._speedups")
     except ImportError:
         return None
-    c_mask = speedups.mask
+    c_masked_slice = speedups.masked_slice
 
     def mask_chunks(data: bytes | bytearray | memoryview, key: bytes) -> list[bytes]:
-        # One piece: in C a big payload needs no chunks.
-        return [c_mask(data, key)] if len(data) else []
+        # The same pieces as the pure path's: no piece is a big allocation
+        # of its own (which glibc would map and unmap at every frame).
+        length = len(data)
+        return [c_masked_slice(data, start, min(start + _CHUNK, length), key)
+                for start in range(0, length, _CHUNK)]
 
-    return Implementation("C", c_mask, mask_chunks, speedups.mask_in_place,
-                          speedups.masked_slice)
+    return Implementation("C", speedups.mask, mask_chunks, speedups.mask_in_place,
+                          c_masked_slice)
 
 
 def _choose() -> Implementation:
