@@ -30,6 +30,11 @@ from rawws.http import Request, RequestParser
 from rawws.protocol import (BinaryMessage, CloseReceived, Ping, Pong, Role, State, TextMessage,
                             WebSocketConnection)
 
+from tests.masking_paths import masking_path  # noqa: F401 (a fixture)
+
+# The frame tests run on each masking implementation: pure Python, and C when built.
+on_each_masking_path = pytest.mark.usefixtures("masking_path")
+
 SEED_COUNT = max(1, int(os.environ.get("FUZZ_SEEDS", "3")))
 SEEDS = ((6455, 2011, 1007) + tuple(range(1, SEED_COUNT + 1)))[:SEED_COUNT]   # then 1, 2, 3...
 CASES = int(os.environ.get("FUZZ_ITERATIONS", "150"))       # per seed and test; the time
@@ -263,6 +268,7 @@ def check_outcome(connection: WebSocketConnection, events: list, sent: list, lab
 ROLES = [pytest.param(Role.SERVER, id="server"), pytest.param(Role.CLIENT, id="client")]
 
 
+@on_each_masking_path
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("role", ROLES)
 def test_well_formed_stream_gives_the_same_events_however_it_is_cut(role, seed):
@@ -278,6 +284,7 @@ def test_well_formed_stream_gives_the_same_events_however_it_is_cut(role, seed):
         assert cut == whole, label
 
 
+@on_each_masking_path
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("role", ROLES)
 def test_random_frames_give_events_or_a_clean_failure(role, seed):
@@ -292,6 +299,7 @@ def test_random_frames_give_events_or_a_clean_failure(role, seed):
         assert cut == whole, label
 
 
+@on_each_masking_path
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("role", ROLES)
 def test_mutated_streams_give_events_or_a_clean_failure(role, seed):
@@ -307,6 +315,7 @@ def test_mutated_streams_give_events_or_a_clean_failure(role, seed):
         assert cut == whole, label
 
 
+@on_each_masking_path
 @pytest.mark.parametrize("seed", SEEDS)
 def test_mask_follows_the_rfc_rule_across_its_chunk_boundaries(seed):
     # The fast mask() works in 32 KiB chunks with a shorter last one (rawws.masking):

@@ -16,6 +16,7 @@ import pytest
 
 from rawws import masking
 from rawws.frames import mask as reference
+
 from tests.masking_paths import masking_path  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.usefixtures("masking_path")
@@ -38,6 +39,15 @@ def cases(seed: int, count: int) -> list[tuple[bytes, bytes]]:
     lengths = list(range(71)) + [rng.randint(71, MAX_LENGTH) for _ in range(count)]
     lengths += [MAX_LENGTH, masking._CHUNK - 1, masking._CHUNK, masking._CHUNK + 1]
     return [(rng.randbytes(length), rng.randbytes(4)) for length in lengths]
+
+
+def test_the_implementation_under_test_is_the_one_rawws_uses(masking_path):  # noqa: F811
+    # tests/masking_paths.py swaps it into every module that holds one.
+    from rawws import protocol
+    assert masking.IMPLEMENTATION == masking_path.name
+    assert masking.mask_in_place is masking_path.mask_in_place
+    assert masking.masked_slice is masking_path.masked_slice
+    assert protocol.mask_chunks is masking_path.mask_chunks
 
 
 # ---- §5.3's example and the edges -------------------------------------------------

@@ -25,6 +25,10 @@ from rawws.masking import mask_chunks
 from rawws.protocol import BinaryMessage, Role, TextMessage, WebSocketConnection
 
 from tests.wire import failed_with
+from tests.masking_paths import masking_path  # noqa: F401 (a fixture)
+
+# Every test here runs on each masking implementation: pure Python, and C when built.
+pytestmark = pytest.mark.usefixtures("masking_path")
 
 # The masking key of every masked example in §5.7.
 RFC_KEY = bytes([0x37, 0xFA, 0x21, 0x3D])
