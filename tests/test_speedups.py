@@ -42,7 +42,8 @@ def test_the_extension_is_built_wherever_a_c_compiler_and_python_headers_are():
     # pip builds it (setup.py), but only warns when it cannot: a test run
     # that quietly fell back to pure Python on a machine with a compiler
     # would test one path twice.
-    compiler = shlex.split(sysconfig.get_config_var("CC") or "cc")[0]
+    # The compiler setuptools uses: $CC, else the one Python was built with.
+    compiler = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")[0]
     headers = Path(sysconfig.get_paths()["include"], "Python.h")
     if shutil.which(compiler) is None or not headers.exists():
         pytest.skip("no C compiler or no Python headers: rawws runs its pure-Python masking")
