@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from importlib import import_module
 from operator import xor
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 log = logging.getLogger("rawws.masking")
 
