@@ -8,7 +8,8 @@ PORT   ?= 3490
 
 .PHONY: run echo test bench bench-quick bench-refs clean conformance conformance-quick fuzz
 
-$(STAMP): pyproject.toml
+# pip also builds rawws/_speedups.c, the optional C masking, when a C compiler is there.
+$(STAMP): pyproject.toml setup.py rawws/_speedups.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
@@ -71,4 +72,4 @@ conformance-quick: $(STAMP)
 	$(PY) tools/autobahn/run.py --mode quick
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build *.egg-info rawws/_speedups*.so

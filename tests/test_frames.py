@@ -15,6 +15,11 @@ from rawws.errors import MessageTooBig, ProtocolError
 from rawws.frames import (OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, Frame,
                           FrameParser, encode_frame, mask)
 
+from tests.masking_paths import masking_path  # noqa: F401 (a fixture)
+
+# Every test here runs on each masking implementation: pure Python, and C when built.
+pytestmark = pytest.mark.usefixtures("masking_path")
+
 # The masking key of every masked example in §5.7.
 RFC_KEY = bytes([0x37, 0xFA, 0x21, 0x3D])
 

@@ -22,12 +22,18 @@ import time
 
 import pytest
 
+from rawws import masking
 from rawws.errors import HTTPError
 from rawws.frames import (OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT,
-                          FrameParser, encode_close_payload, encode_frame, mask)
+                          FrameParser, encode_close_payload, encode_frame)
 from rawws.http import Request, RequestParser
 from rawws.protocol import (BinaryMessage, CloseReceived, Ping, Pong, Role, State, TextMessage,
                             WebSocketConnection)
+
+from tests.masking_paths import masking_path  # noqa: F401 (a fixture)
+
+# The frame tests run on each masking implementation: pure Python, and C when built.
+on_each_masking_path = pytest.mark.usefixtures("masking_path")
 
 SEED_COUNT = max(1, int(os.environ.get("FUZZ_SEEDS", "3")))
 SEEDS = ((6455, 2011, 1007) + tuple(range(1, SEED_COUNT + 1)))[:SEED_COUNT]   # then 1, 2, 3...
@@ -261,6 +267,7 @@ def check_outcome(connection: WebSocketConnection, events: list, sent: list, lab
 ROLES = [pytest.param(Role.SERVER, id="server"), pytest.param(Role.CLIENT, id="client")]
 
 
+@on_each_masking_path
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("role", ROLES)
 def test_well_formed_stream_gives_the_same_events_however_it_is_cut(role, seed):
@@ -276,6 +283,7 @@ def test_well_formed_stream_gives_the_same_events_however_it_is_cut(role, seed):
         assert cut == whole, label
 
 
+@on_each_masking_path
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("role", ROLES)
 def test_random_frames_give_events_or_a_clean_failure(role, seed):
@@ -290,6 +298,7 @@ def test_random_frames_give_events_or_a_clean_failure(role, seed):
         assert cut == whole, label
 
 
+@on_each_masking_path
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("role", ROLES)
 def test_mutated_streams_give_events_or_a_clean_failure(role, seed):
@@ -305,9 +314,10 @@ def test_mutated_streams_give_events_or_a_clean_failure(role, seed):
         assert cut == whole, label
 
 
+@on_each_masking_path
 @pytest.mark.parametrize("seed", SEEDS)
 def test_mask_follows_the_rfc_rule_across_its_chunk_boundaries(seed):
-    # mask() works in 32 KiB chunks with a shorter last one (rawws.frames):
+    # The fast mask() works in 32 KiB chunks with a shorter last one (rawws.masking):
     # check lengths around the chunk size against §5.3 byte by byte.
     rng = random.Random(seed)
     chunk = 32 * 1024
@@ -317,7 +327,7 @@ def test_mask_follows_the_rfc_rule_across_its_chunk_boundaries(seed):
         data = rng.randbytes(length)
         key = rng.choice((rng.randbytes(4), b"\x00\x00\x00\x00", b"\xff\xff\xff\xff"))
         expected = bytes(byte ^ key[index % 4] for index, byte in enumerate(data))
-        assert mask(data, key) == expected, f"seed {seed}, length {length}, key {key.hex()}"
+        assert masking.mask(data, key) == expected, f"seed {seed}, length {length}, key {key.hex()}"
 
 
 # ---- HTTP request heads --------------------------------------------------------
