@@ -208,6 +208,26 @@ def test_rsv1_is_allowed_with_deflate_but_not_on_control_or_continuation_frames(
         "carries it (RFC 7692 §6.1)"]
 
 
+def test_a_control_frame_length_in_a_longer_form_is_an_error_as_the_parser_says():
+    assert rules("89 7e 0005") == [
+        "error: byte 1: control frame length in the 16-bit form; a control frame's payload is "
+        "at most 125 bytes, in the 7-bit form (RFC 6455 §5.5)",
+        "warning: byte 1: length 5 sent in the 16-bit form; the minimal form is 7-bit "
+        "(RFC 6455 §5.2)"]
+
+
+def test_a_frame_over_the_receivers_limit_is_named_when_the_limit_is_given():
+    assert rules("82 7e 03e9", max_frame_size=1000) == [
+        "error: byte 2: frame of 1001 bytes is over the 1000-byte limit (RFC 6455 §10.4)"]
+    assert rules("82 7e 03e9") == []
+
+
+def test_a_header_finding_carries_the_parsers_rule_and_close_code():
+    (finding,) = check_header(parse_header(bytes.fromhex("81 05")), sender="client")
+    assert (finding.violation.close_code, finding.violation.reason) == (
+        1002, "frame must be masked")
+
+
 def test_a_frame_breaking_several_rules_names_each():
     lines = annotate_frame(bytes.fromhex("39 7e 00c8") + bytes(200))
     errors = [line for line in lines if "error:" in line]
