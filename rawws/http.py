@@ -44,6 +44,7 @@ __all__ = [
     "Request",
     "Response",
     "RequestParser",
+    "content_length",
     "find_head_end",
     "parse_response_head",
     "format_response",
@@ -154,7 +155,7 @@ class Headers:
 # --------------------------------------------------------------------------
 
 
-def _content_length(headers: Headers) -> int | None:
+def content_length(headers: Headers) -> int | None:
     """The message's Content-Length, None when absent; ValueError if invalid.
 
     RFC 9112 section 6.3 (5): a list of identical values (``5, 5``, or the
@@ -198,7 +199,7 @@ class Request:
         if "Transfer-Encoding" in self.headers:
             return True
         try:
-            length = _content_length(self.headers)
+            length = content_length(self.headers)
         except ValueError:
             return True
         return bool(length)
@@ -453,7 +454,7 @@ class RequestParser:
         # RFC 9112 section 6.3 (5): an invalid Content-Length is an
         # unrecoverable framing error, answered with 400.
         try:
-            _content_length(headers)
+            content_length(headers)
         except ValueError as error:
             raise HTTPError(400, str(error)) from None
         # RFC 9112 section 6.1: Transfer-Encoding in an HTTP/1.0 message

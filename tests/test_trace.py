@@ -565,6 +565,18 @@ def test_file_responses_are_skipped_by_their_length_and_head_has_no_body():
     assert "handshake done (101)" in trace   # so the HEAD answer was read as bodiless
 
 
+def test_content_length_is_read_as_rawws_http_reads_it():
+    # RFC 9112 §6.3: "5, 5" is 5; conflicting values frame nothing, so the body runs to the end.
+    tracer, out = server_tap()
+    tap = tracer.tap(role="server")
+    tap.incoming(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+    tap.outgoing(b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello"
+                 b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\nhello")
+    lines = out.getvalue().splitlines()
+    assert lines.count("[c1 ->]   followed by a body of 5 bytes (not shown)") == 1
+    assert lines[-1] == "[c1 ->]   followed by a body up to the end of the connection (not shown)"
+
+
 def test_negotiated_deflate_inflates_compressed_frames_in_the_trace():
     tracer, out = server_tap()
     tap = tracer.tap(role="client")

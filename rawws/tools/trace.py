@@ -44,6 +44,7 @@ from ..frames import (FIN_BIT, LENGTH_16BIT, LENGTH_64BIT, LENGTH_BITS, MASK_BIT
                       MAX_CONTROL_PAYLOAD, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG,
                       OP_TEXT, OPCODE_BITS, RSV1_BIT, RSV2_BIT, RSV3_BIT, HeaderViolation,
                       header_violations, mask)
+from ..http import Headers, content_length
 
 OPCODE_NAMES = {
     OP_CONTINUATION: "CONTINUATION",
@@ -764,7 +765,7 @@ class _Direction:
             else:
                 conn.methods.append(lines[0].split(" ", 1)[0])
                 body = _request_body(fields)
-                if "websocket" in fields.get("upgrade", "").lower():
+                if "websocket" in _field(fields, "Upgrade").lower():
                     # What follows waits for the answer: frames after a 101, HTTP else.
                     conn.waiting_for_upgrade = True
                     self.state = "what came before the handshake's answer"
@@ -800,15 +801,19 @@ class _Direction:
             self.emit(annotator.finish(header))
 
 
-def _header_fields(lines: list[str]) -> dict[str, str]:
-    """Header fields by lower-cased name; repeated fields joined with commas."""
-    fields: dict[str, str] = {}
+def _header_fields(lines: list[str]) -> Headers:
+    """The field lines of a head, as they are; a line without a colon is left out."""
+    fields = Headers()
     for line in lines:
         name, sep, value = line.partition(":")
         if sep:
-            key = name.strip().lower()
-            fields[key] = f"{fields[key]}, {value.strip()}" if key in fields else value.strip()
+            fields.add(name.strip(), value.strip())
     return fields
+
+
+def _field(fields: Headers, name: str) -> str:
+    """Every value of the field `name`, joined with commas ("" if there is none)."""
+    return ", ".join(fields.get_all(name))
 
 
 def _status(status_line: str) -> int:
@@ -819,25 +824,28 @@ def _status(status_line: str) -> int:
         return 0
 
 
-def _request_body(fields: dict[str, str]) -> int | None:
+def _request_body(fields: Headers) -> int | None:
     """Body bytes after a request head (RFC 9112 §6.3): Content-Length, or none."""
-    if "transfer-encoding" in fields:
+    if "Transfer-Encoding" in fields:
         return None
-    return _content_length(fields) or 0
+    return _body_length(fields) or 0
 
 
-def _response_body(status: int, method: str, fields: dict[str, str]) -> int | None:
+def _response_body(status: int, method: str, fields: Headers) -> int | None:
     """Body bytes after a response head (RFC 9112 §6.3); None: up to the end of the connection."""
     if method == "HEAD" or 100 <= status < 200 or status in (204, 304):
         return 0
-    if "transfer-encoding" in fields:
+    if "Transfer-Encoding" in fields:
         return None
-    return _content_length(fields)
+    return _body_length(fields)
 
 
-def _content_length(fields: dict[str, str]) -> int | None:
-    value = fields.get("content-length", "").split(",")[0].strip()
-    return int(value) if value.isdigit() else None
+def _body_length(fields: Headers) -> int | None:
+    """Content-Length as `rawws.http` reads it; None when absent or invalid."""
+    try:
+        return content_length(fields)
+    except ValueError:
+        return None
 
 
 class ConnectionTap:
@@ -869,10 +877,10 @@ class ConnectionTap:
         if data:
             self.outgoing_side.feed(bytes(data))
 
-    def upgraded(self, fields: dict[str, str]) -> None:
+    def upgraded(self, fields: Headers) -> None:
         """A 101 went by: both directions carry frames now, maybe compressed."""
         self.websocket = True
-        extensions = fields.get("sec-websocket-extensions", "")
+        extensions = _field(fields, "Sec-WebSocket-Extensions")
         deflate = "permessage-deflate" in extensions.lower()
         note = f"; extensions: {extensions}" if extensions else "; no extensions"
         self.tracer.write(f"[{self.name} ==]", ["handshake done (101): WebSocket frames "
