@@ -40,6 +40,7 @@ from rawws.errors import HTTPError
 
 __all__ = [
     "STATUS_REASONS",
+    "TOKEN_CHARS",
     "Headers",
     "Request",
     "Response",
@@ -58,9 +59,11 @@ _HTAB = 0x09
 _CR = 0x0D
 _OWS = b" \t"  # optional white space, RFC 9110 section 5.6.3
 
-# tchar, RFC 9110 section 5.6.2. A token is valid when deleting every tchar
-# from it leaves nothing: `bytes.translate(None, delete)` does that in C.
-_TCHARS = (
+# tchar, RFC 9110 section 5.6.2: the characters of a token, in header names,
+# methods and the lists of Connection, Upgrade and Sec-WebSocket-Extensions.
+# A token is valid when deleting every tchar from it leaves nothing:
+# `bytes.translate(None, delete)` does that in C.
+TOKEN_CHARS = (
     b"!#$%&'*+-.^_`|~0123456789"
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 )
@@ -73,7 +76,7 @@ _DIGITS = b"0123456789"
 
 
 def _is_token(data: bytes) -> bool:
-    return bool(data) and not data.translate(None, _TCHARS)
+    return bool(data) and not data.translate(None, TOKEN_CHARS)
 
 
 def _only(data: bytes, allowed: bytes) -> bool:
