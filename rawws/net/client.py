@@ -20,6 +20,7 @@ from ..deflate import DeflateOptions, PerMessageDeflate, client_check, client_of
 from ..errors import ConnectionClosed, HandshakeError
 from ..handshake import build_request, check_response, make_key
 from ..http import find_head_end, parse_response_head, Response
+from ..origin import DEFAULT_PORTS
 from ..protocol import (BinaryMessage, Event, Pong, Role, State, TextMessage,
                        WebSocketConnection)
 from .sendqueue import SendQueue
@@ -30,7 +31,6 @@ from ..tools.trace import ConnectionTap, WireTracer
 # cost an mmap and page faults on every read (docs/performance.md).
 RECV_SIZE = 64 * 1024
 MAX_RESPONSE_HEAD = 64 * 1024
-DEFAULT_PORTS = {"ws": 80, "wss": 443}
 
 
 class ClientConnection:
