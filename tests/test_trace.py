@@ -296,6 +296,15 @@ def test_control_characters_are_escaped_so_the_terminal_is_safe():
     assert printable("\u202e") == "\\u202e"   # right-to-left override: a format character
 
 
+def test_a_character_past_the_bmp_is_escaped_with_all_its_digits():
+    assert printable("\U000e0001") == "\\U000e0001"   # LANGUAGE TAG, a format character
+
+
+def test_the_characters_asked_for_are_kept_as_they_are():
+    # As the chat client shows a message: its lines, tabs and backslashes kept.
+    assert printable("a\\b\n\tc\x1b\r", keep="\n\t\\") == "a\\b\n\tc\\x1b\\r"
+
+
 # ---- Close bodies (§5.5.1, §7.4) ------------------------------------------------
 
 def test_close_with_code_and_reason():

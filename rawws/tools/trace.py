@@ -263,18 +263,23 @@ _ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
 
 
-def printable(text: str) -> str:
+def printable(text: str, keep: str = "") -> str:
     """Text made safe to print: control and format characters (an escape
-    sequence could drive the terminal) written as escapes, and so is `\\`."""
+    sequence could drive the terminal) written as escapes, and so is `\\`,
+    so that every escape shown is one. The characters in `keep` stay as they
+    are: the chat client keeps a message's newlines, tabs and backslashes."""
     if text.isprintable() and "\\" not in text:
         return text
     out = []
     for ch in text:
-        if ch in _ESCAPES:
+        if ch in keep:
+            out.append(ch)
+        elif ch in _ESCAPES:
             out.append(_ESCAPES[ch])
         elif unicodedata.category(ch) in _ESCAPED_CATEGORIES:
             code = ord(ch)
-            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+            out.append(f"\\x{code:02x}" if code < 0x100 else
+                       f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
         else:
             out.append(ch)
     return "".join(out)
