@@ -49,10 +49,8 @@ DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 DEFAULT_MAX_CONNECTIONS = 10_000
 OVERLOAD_RETRY_AFTER = 5   # seconds, the 503's Retry-After (RFC 9110 §10.2.3)
 # Sent as is, without reading the request, to a connection past max_connections.
-OVERLOAD_RESPONSE = format_response(503, [("Retry-After", str(OVERLOAD_RETRY_AFTER)),
-                                          ("Content-Type", "text/plain; charset=utf-8"),
-                                          ("Connection", "close")],
-                                    b"server busy: too many connections\n")
+OVERLOAD_RESPONSE = refusal_response(HTTPError(503, "server busy: too many connections",
+                                               [("Retry-After", str(OVERLOAD_RETRY_AFTER))]))
 
 
 class WebSocketApp:
@@ -283,10 +281,7 @@ class _Connection:
         self.http_deadline = time.monotonic() + self.server.handshake_timeout
 
     def send_http_error(self, error: HTTPError) -> None:
-        body = (error.reason or "error") + "\n"
-        headers = list(error.headers) + [("Content-Type", "text/plain; charset=utf-8"),
-                                         ("Connection", "close")]
-        self.write(format_response(error.status, headers, body.encode("utf-8")))
+        self.write(refusal_response(error, error.reason or "error"))
         self.close_after_flush = True
 
     def upgrade(self, request: Request) -> None:
