@@ -194,6 +194,145 @@ def decode_close_payload(payload: bytes) -> tuple[int, str]:
     return code, reason
 
 
+# ---- the header's rules ------------------------------------------------------
+#
+# Stated once, here: `FrameParser` refuses a frame for the first rule its
+# header breaks, and `rawws.tools.trace` names every one it breaks.
+
+_RSV_NAMES = ((RSV1_BIT, "RSV1"), (RSV2_BIT, "RSV2"), (RSV3_BIT, "RSV3"))
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderViolation:
+    """A rule a frame header breaks: where it shows, the rule, and the error it is.
+
+    `byte` counts from the frame's first byte; `reason` is what the parser's
+    error says (and so the reason of the Close frame that fails the
+    connection); `detail` explains it to a reader of `rawws.tools.trace`.
+    """
+
+    byte: int
+    rule: str                                # "RFC 6455 §5.2"
+    error_type: type[ProtocolError]          # ProtocolError (1002) or MessageTooBig (1009)
+    reason: str
+    detail: str
+
+    @property
+    def close_code(self) -> int:
+        return self.error_type.close_code
+
+    def error(self) -> ProtocolError:
+        """The exception the parser raises for it."""
+        return self.error_type(self.reason)
+
+
+def header_violations(first: int, second: int, length: int | None = None, *,
+                      require_mask: bool | None = None, allowed_rsv_bits: int = 0,
+                      payload_limit: int | None = None) -> list[HeaderViolation]:
+    """Every rule the header that starts with bytes `first` and `second` breaks, in the
+    order the parser checks them (it refuses a frame for the first).
+
+    `length` is the payload length once the 16- or 64-bit form has been read;
+    None checks what the first two bytes show. `require_mask`: True where
+    frames must be masked (a server's side, §5.1), False where they must not,
+    None not to check. `allowed_rsv_bits`: the RSV bits an extension defines
+    (RSV1: permessage-deflate). `payload_limit`: the largest data-frame
+    payload accepted, None for no limit.
+    """
+    found = []
+    opcode = first & OPCODE_BITS
+    is_control = opcode >= OP_CLOSE
+    field = second & LENGTH_BITS
+    for bit, name in _RSV_NAMES:
+        if first & bit and not allowed_rsv_bits & bit:
+            # §5.2: RSV bits must be 0 unless an extension defines them.
+            found.append(HeaderViolation(0, "RFC 6455 §5.2", ProtocolError,
+                                         "reserved bits set without a negotiated extension",
+                                         f"{name} set but no extension negotiated"))
+    if opcode not in KNOWN_OPCODES:
+        # §5.2: opcodes 0x3-0x7 and 0xB-0xF are reserved.
+        found.append(HeaderViolation(0, "RFC 6455 §5.2", ProtocolError,
+                                     f"reserved opcode {opcode:#x}",
+                                     f"reserved opcode {opcode:#x}"))
+    masked = second & MASK_BIT != 0
+    if require_mask is not None and masked != require_mask:
+        # §5.1: client-to-server frames are masked, server-to-client frames are not.
+        if require_mask:
+            found.append(HeaderViolation(1, "RFC 6455 §5.1", ProtocolError, "frame must be masked",
+                                         "MASK=0, but a client masks every frame it sends"))
+        else:
+            found.append(HeaderViolation(1, "RFC 6455 §5.1", ProtocolError,
+                                         "frame must not be masked",
+                                         "MASK=1, but a server never masks its frames"))
+    if is_control and not first & FIN_BIT:
+        # §5.5: control frames must not be fragmented.
+        found.append(HeaderViolation(0, "RFC 6455 §5.5", ProtocolError, "fragmented control frame",
+                                     "control frame with FIN=0; control frames must not be "
+                                     "fragmented"))
+    if is_control and field > MAX_CONTROL_PAYLOAD:
+        # §5.5: control frames carry 125 bytes or less, so (§5.2: the minimal
+        # form) their length is always in the 7-bit form.
+        if length is None or length > MAX_CONTROL_PAYLOAD:
+            size = f"over {MAX_CONTROL_PAYLOAD} bytes" if length is None else length
+            detail = f"control frame payload {size} > {MAX_CONTROL_PAYLOAD}"
+        else:
+            form = 16 if field == LENGTH_16BIT else 64
+            detail = (f"control frame length in the {form}-bit form; a control frame's "
+                      f"payload is at most {MAX_CONTROL_PAYLOAD} bytes, in the 7-bit form")
+        found.append(HeaderViolation(1, "RFC 6455 §5.5", ProtocolError,
+                                     "control frame payload over 125 bytes", detail))
+    if first & RSV1_BIT and allowed_rsv_bits & RSV1_BIT:
+        # RFC 7692 §6.1: permessage-deflate's RSV1 marks a data message's first frame only.
+        if is_control:
+            found.append(HeaderViolation(0, "RFC 7692 §6.1", ProtocolError,
+                                         "RSV1 set on a control frame",
+                                         "RSV1 set on a control frame; only the first frame "
+                                         "of a data message may be compressed"))
+        elif opcode == OP_CONTINUATION:
+            found.append(HeaderViolation(0, "RFC 7692 §6.1", ProtocolError,
+                                         "RSV1 set on a continuation frame",
+                                         "RSV1 set on a continuation frame; only the first "
+                                         "frame of a message carries it"))
+    if length is None:
+        return found
+    if field == LENGTH_64BIT and length >> 63:
+        # §5.2: "the most significant bit MUST be 0".
+        found.append(HeaderViolation(2, "RFC 6455 §5.2", ProtocolError,
+                                     "64-bit payload length with the top bit set",
+                                     "64-bit length with its most significant bit set"))
+    if payload_limit is not None and not is_control and length > payload_limit:
+        # §10.4: an endpoint may refuse frames over its limit (1009).
+        reason = f"frame of {length} bytes is over the {payload_limit}-byte limit"
+        found.append(HeaderViolation(1 if field < LENGTH_16BIT else 2, "RFC 6455 §10.4",
+                                     MessageTooBig, reason, reason))
+    return found
+
+
+_length_limits_made: dict[tuple[bool, int], bytes] = {}
+
+
+def _length_limits(require_mask: bool, allowed_rsv_bits: int) -> bytes:
+    """For each first byte, the first 7-bit length field `header_violations` refuses after
+    it, with the MASK bit as `require_mask` wants it: 0 when the first byte alone
+    breaks a rule, 126 for a control frame, 128 (none) for a data frame.
+
+    The parser's fast path is one lookup in this table (`FrameParser.next_frame`).
+    It is made from the rules themselves, once for each setting, so it cannot
+    state them differently; tests/test_frames.py checks it against every header.
+    """
+    key = (require_mask, allowed_rsv_bits)
+    table = _length_limits_made.get(key)
+    if table is None:
+        mask_flag = MASK_BIT if require_mask else 0
+        table = _length_limits_made[key] = bytes(
+            next((field for field in range(LENGTH_BITS + 1)
+                  if header_violations(first, mask_flag | field, require_mask=require_mask,
+                                       allowed_rsv_bits=allowed_rsv_bits)),
+                 LENGTH_BITS + 1)
+            for first in range(256))
+    return table
+
+
 def _unmasked(buffer: bytearray, start: int, end: int, key: bytes | bytearray | None) -> bytes:
     """Buffer bytes [start:end) as bytes, XORed with `key` unless it is None.
 
@@ -367,17 +506,48 @@ class FrameParser:
 
     def __init__(self, *, require_mask: bool, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
                  allowed_rsv_bits: int = 0) -> None:
-        # §5.1: a server must close on an unmasked frame, a client on a masked one.
-        self.require_mask = require_mask
+        self._require_mask = require_mask
+        self._allowed_rsv_bits = allowed_rsv_bits
+        self._settings_changed()
         # Largest payload accepted for the next data frame; `rawws.protocol`
         # lowers it while a message is being reassembled, so a message over
         # its limit is refused from the header too.
         self.payload_limit = max_frame_size
-        # RSV bits an extension defines (§5.2, §9): RSV1 once
-        # permessage-deflate is agreed (RFC 7692 §6).
-        self.allowed_rsv_bits = allowed_rsv_bits
         self._buffer = bytearray()
         self._pending: PendingFrame | None = None
+
+    @property
+    def require_mask(self) -> bool:
+        """§5.1: a server must close on an unmasked frame, a client on a masked one."""
+        return self._require_mask
+
+    @require_mask.setter
+    def require_mask(self, value: bool) -> None:
+        self._require_mask = value
+        self._settings_changed()
+
+    @property
+    def allowed_rsv_bits(self) -> int:
+        """RSV bits an extension defines (§5.2, §9): RSV1 with permessage-deflate (RFC 7692 §6)."""
+        return self._allowed_rsv_bits
+
+    @allowed_rsv_bits.setter
+    def allowed_rsv_bits(self, value: int) -> None:
+        self._allowed_rsv_bits = value
+        self._settings_changed()
+
+    def _settings_changed(self) -> None:
+        """Make the fast path's check for these settings (see `next_frame`)."""
+        self._mask_flag = MASK_BIT if self._require_mask else 0
+        self._length_limits = _length_limits(self._require_mask, self._allowed_rsv_bits)
+
+    def _check_header(self, first: int, second: int, length: int | None) -> None:
+        """Raise the error for the first rule the header breaks (`header_violations`), if any."""
+        found = header_violations(first, second, length, require_mask=self._require_mask,
+                                  allowed_rsv_bits=self._allowed_rsv_bits,
+                                  payload_limit=self.payload_limit)
+        if found:
+            raise found[0].error()
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         pending = self._pending
@@ -427,27 +597,15 @@ class FrameParser:
                 return None
             first = buffer[0]
             second = buffer[1]
-            opcode = first & OPCODE_BITS
-            if first & RSV_BITS & ~self.allowed_rsv_bits:
-                # §5.2: RSV bits must be 0 unless an extension defines them.
-                raise ProtocolError("reserved bits set without a negotiated extension")
-            if opcode not in KNOWN_OPCODES:
-                # §5.2: opcodes 0x3-0x7 and 0xB-0xF are reserved.
-                raise ProtocolError(f"reserved opcode {opcode:#x}")
-            masked = second & MASK_BIT != 0
-            if masked != self.require_mask:
-                # §5.1: client-to-server frames are masked, server-to-client are not.
-                raise ProtocolError("frame must be masked" if self.require_mask
-                                    else "frame must not be masked")
-            length = second & LENGTH_BITS
-            is_control = opcode >= OP_CLOSE
-            if is_control:
-                if not first & FIN_BIT:
-                    # §5.5: control frames must not be fragmented.
-                    raise ProtocolError("fragmented control frame")
-                if length > MAX_CONTROL_PAYLOAD:
-                    # §5.5: control frames have a payload of 125 bytes or less.
-                    raise ProtocolError("control frame payload over 125 bytes")
+            # The fast path, one test for every rule of the first two bytes:
+            # XORed with the MASK bit this side expects, the second byte is the
+            # 7-bit length, plus 128 if the masking is wrong; `_length_limits`
+            # holds, for each first byte, the first length that `header_violations`
+            # refuses after it (0 when the first byte breaks a rule). Only a
+            # header refused here is given to the rules, to say which one.
+            length = second ^ self._mask_flag
+            if length >= self._length_limits[first]:
+                self._check_header(first, second, None)   # raises: the table is the rules'
             start = 2
             if length == LENGTH_16BIT:
                 if available < 4:
@@ -458,16 +616,14 @@ class FrameParser:
                 if available < 10:
                     return None
                 (length,) = _UINT64.unpack_from(buffer, 2)
-                if length >> 63:
-                    # §5.2: "the most significant bit MUST be 0".
-                    raise ProtocolError("64-bit payload length with the top bit set")
                 start = 10
-            if not is_control and length > self.payload_limit:
-                # §10.4: an endpoint may refuse frames over its limit (1009).
-                raise MessageTooBig(f"frame of {length} bytes is over the "
-                                    f"{self.payload_limit}-byte limit")
+                # A big frame, and rare: all the rules, the top bit's (§5.2) among them.
+                self._check_header(first, second, length)
+            if length > self.payload_limit:
+                # Over the limit (§10.4, 1009), unless a control frame: the rules say.
+                self._check_header(first, second, length)
             key = None
-            if masked:
+            if second & MASK_BIT:
                 if available < start + MASK_KEY_SIZE:
                     return None
                 # A bytearray slice: the masking functions take one as it is.
