@@ -282,10 +282,9 @@ class WebSocketConnection:
                         # whole frame never pays for this.
                         self._check_arriving_text(pending)
                     break
+                # (RSV1 on a control or continuation frame, RFC 7692 §6.1, is
+                # refused by the parser from the header: frames.header_violations.)
                 if frame.opcode >= OP_CLOSE:
-                    if frame.rsv1:
-                        # RFC 7692 §6.1: control frames are never compressed.
-                        raise ProtocolError("RSV1 set on a control frame")
                     event = self._receive_control(frame.opcode, frame.payload)
                 else:
                     event = self._receive_data_frame(frame.opcode, frame.payload, frame.fin,
@@ -306,9 +305,6 @@ class WebSocketConnection:
             if self._message_opcode is None:
                 # §5.4: a continuation frame continues a message that was started.
                 raise ProtocolError("continuation frame with no message in progress")
-            if compressed:
-                # RFC 7692 §6.1: RSV1 marks a message's first frame only.
-                raise ProtocolError("RSV1 set on a continuation frame")
             opcode = self._message_opcode
         elif self._message_opcode is not None:
             # §5.4: fragments of one message are not interleaved with another's.

@@ -43,8 +43,9 @@ from ..deflate import EMPTY_BLOCK_TAIL
 from ..frames import (FIN_BIT, LENGTH_16BIT, LENGTH_64BIT, LENGTH_BITS, MASK_BIT, MASK_KEY_SIZE,
                       MAX_CONTROL_PAYLOAD, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG,
                       OP_TEXT, OPCODE_BITS, RSV1_BIT, RSV2_BIT, RSV3_BIT, HeaderViolation,
-                      header_violations, mask)
+                      header_violations)
 from ..http import Headers, content_length
+from ..masking import mask
 
 OPCODE_NAMES = {
     OP_CONTINUATION: "CONTINUATION",
