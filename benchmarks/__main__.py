@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=SCENARIOS, metavar="SCENARIO",
                         help=f"run only these: {', '.join(SCENARIOS)}")
     parser.add_argument("--servers", nargs="+", metavar="KEY",
-                        help="only these servers: rawws websockets aiohttp picows ws")
+                        help="only these servers: rawws rawws-pure rawws-base websockets aiohttp picows ws")
     parser.add_argument("--out", type=Path, metavar="DIR",
                         help="where results.md/.json go (default: benchmarks/, quick: build/)")
     parser.add_argument("--baseline", type=Path, metavar="DIR",

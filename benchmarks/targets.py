@@ -48,6 +48,14 @@ def rawws_server(python: str = sys.executable) -> Server:
     return Server("rawws", "rawws", version, echo, chat)
 
 
+def rawws_pure(python: str = sys.executable) -> Server:
+    """rawws with RAWWS_PURE_PYTHON=1: the masking in pure Python even where the C is built."""
+    base = rawws_server(python)
+    env = ("env", "RAWWS_PURE_PYTHON=1")
+    return Server("rawws-pure", "rawws pure", base.version + ", pure Python",
+                  (*env, *base.echo), (*env, *base.chat))
+
+
 def rawws_baseline(directory: Path, python: str = sys.executable) -> Server:
     """rawws from another checkout (an older commit), run beside this one in the same run.
 
@@ -109,7 +117,7 @@ def node_reference(node_dir: Path = NODE_DIR) -> Server:
 def discover(only: list[str] | None = None, baseline: Path | None = None) -> list[Server]:
     """rawws first (and an older rawws to compare with), then every reference
     (available or skipped, with the reason)."""
-    servers = [rawws_server(), *([rawws_baseline(baseline)] if baseline else []),
+    servers = [rawws_server(), rawws_pure(), *([rawws_baseline(baseline)] if baseline else []),
                *python_references(), node_reference()]
     if only:
         servers = [server for server in servers if server.key in only]
