@@ -13,8 +13,8 @@ import logging
 import sys
 from pathlib import Path
 
-from rawws.net.server import (DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DeflateOptions,
-                              Server)
+from rawws.net.server import (DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+                              DEFAULT_MAX_MEMORY, DeflateOptions, Server)
 from rawws.tools.trace import WireTracer
 
 from .app import ChatApp
@@ -139,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
                         default=DEFAULT_MAX_CONNECTIONS,
                         help="open connections at most; past it a new one gets 503 "
                              f"(default {DEFAULT_MAX_CONNECTIONS})")
+    limits.add_argument("--max-memory", metavar="BYTES", type=positive_int,
+                        default=DEFAULT_MAX_MEMORY,
+                        help="bytes held for all peers together (messages being received, "
+                             "send queues); past it the biggest queues of peers that do not "
+                             "read are dropped, a message that does not fit is refused (1009) "
+                             "and new connections get 503 "
+                             f"(default {DEFAULT_MAX_MEMORY // (1024 * 1024)} MiB)")
     return p
 
 
@@ -164,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                         ping_timeout=args.ping_timeout, close_timeout=args.close_timeout,
                         handshake_timeout=args.handshake_timeout,
                         max_connections=args.max_connections,
+                        max_memory=args.max_memory,
                         compression=None if args.no_compression else CHAT_COMPRESSION,
                         tracer=WireTracer(sys.stderr) if args.trace else None)
     except OSError as error:   # port in use, address not ours...

@@ -11,6 +11,12 @@ Hostile clients (docs/security.md): a request head must be complete within
 `handshake_timeout` seconds (slowloris), past `max_connections` open
 sockets a new one gets a fixed 503 and is closed unread, and a WebSocket
 whose unsent output passes `max_write_buffer` (a slow reader) is dropped.
+
+One memory budget, `max_memory` bytes (rawws.budget), bounds what all the
+connections together hold for their peers: messages being received, send
+queues, request heads. Past it the biggest send queues of peers that do not
+read are dropped first (`shed`), a message that would not fit is refused
+with 1009, and new connections get a fixed 503 while it is exceeded.
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from ..budget import DEFAULT_MAX_MEMORY, MemoryBudget
 from ..deflate import DeflateOptions
 from ..handshake import ServerPolicy
 from ..http import Request, format_response
@@ -35,7 +42,8 @@ from .static import StaticFiles
 from .transport import Transport
 from .ws_session import WebSocket, WebSocketSession
 
-__all__ = ["DeflateOptions", "Server", "WebSocket", "WebSocketApp", "run_in_thread"]
+__all__ = ["DEFAULT_MAX_MEMORY", "DeflateOptions", "Server", "WebSocket", "WebSocketApp",
+           "run_in_thread"]
 
 log = logging.getLogger("rawws.server")
 
@@ -49,6 +57,17 @@ OVERLOAD_RESPONSE = format_response(503, [("Retry-After", str(OVERLOAD_RETRY_AFT
                                           ("Content-Type", "text/plain; charset=utf-8"),
                                           ("Connection", "close")],
                                     b"server busy: too many connections\n")
+# The same, while the memory budget is exceeded.
+OVER_BUDGET_RESPONSE = format_response(503, [("Retry-After", str(OVERLOAD_RETRY_AFTER)),
+                                             ("Content-Type", "text/plain; charset=utf-8"),
+                                             ("Connection", "close")],
+                                       b"server busy: out of memory for new connections\n")
+# Shedding: a send queue this long means the peer is not keeping up (the
+# kernel's buffer is full as well); shorter ones are never dropped for the budget.
+SHED_MIN_QUEUE = 64 * 1024
+# A message being received this long or shorter is ordinary: when it does not
+# fit, the connections holding the most are dropped to make room for it.
+ORDINARY_MESSAGE = 64 * 1024
 
 
 class WebSocketApp:
@@ -101,6 +120,7 @@ class Server:
                  read_pause_bytes: int = 1024 * 1024,
                  max_write_buffer: int | None = None,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                 max_memory: int = DEFAULT_MAX_MEMORY,
                  compression: DeflateOptions | None = DeflateOptions(),
                  backlog: int = 1024, tracer: WireTracer | None = None) -> None:
         self.app = app
@@ -119,7 +139,11 @@ class Server:
         self.close_timeout = close_timeout
         self.handshake_timeout = handshake_timeout
         self.max_connections = max_connections
-        self.refused = 0   # connections refused past max_connections, ever
+        self.refused = 0   # connections refused past max_connections or the budget, ever
+        # Bytes held for peers, all connections together (rawws.budget).
+        self.budget = MemoryBudget(max_memory, make_room=self._make_room)
+        self.shed_wanted = False   # the budget is exceeded: shed after this loop turn
+        self.shed_count = 0        # connections dropped for the budget, ever
         self._refusal_logged = 0.0
         self.linger_timeout = linger_timeout
         self.read_pause_bytes = read_pause_bytes
@@ -183,18 +207,23 @@ class Server:
             if len(self.connections) >= self.max_connections:
                 self._refuse(sock)
                 continue
+            budget = self.budget
+            if budget.used > budget.limit:
+                self._refuse(sock, OVER_BUDGET_RESPONSE)
+                continue
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = Transport(self, sock, remote)
             self.connections.add(conn)
             self.loop.register(sock, EVENT_READ, conn.on_ready)
 
-    def _refuse(self, sock: socket.socket) -> None:
-        """Past max_connections: a fixed 503, then close; costs no state or timer."""
+    def _refuse(self, sock: socket.socket, response: bytes = OVERLOAD_RESPONSE) -> None:
+        """Past max_connections or the budget: a fixed 503, then close; costs no
+        state or timer."""
         self.refused += 1
         try:
             sock.setblocking(False)
-            sock.send(OVERLOAD_RESPONSE)   # a new socket's buffer takes it whole
+            sock.send(response)   # a new socket's buffer takes it whole
             # Read what came already (a request head): closing with unread
             # bytes would send a RST, which may overtake the 503.
             sock.recv(64 * 1024)
@@ -204,18 +233,74 @@ class Server:
         now = time.monotonic()
         if now - self._refusal_logged >= 1.0:   # one line a second at most, whatever the flood
             self._refusal_logged = now
-            log.warning("%d connections open, the limit: refusing new ones with 503 (%d so far)",
-                        len(self.connections), self.refused)
+            if response is OVERLOAD_RESPONSE:
+                log.warning("%d connections open, the limit: refusing new ones with 503 "
+                            "(%d so far)", len(self.connections), self.refused)
+            else:
+                log.warning("memory budget exceeded (%d of %d bytes): refusing new connections "
+                            "with 503 (%d so far)", self.budget.used, self.budget.limit,
+                            self.refused)
 
     def _resume_accepting(self) -> None:
         if not self.shutting_down:
             self.loop.register(self.listener, EVENT_READ, self._accept)
 
     def _flush_dirty(self) -> None:
-        while self.dirty:
-            batch, self.dirty = self.dirty, []
-            for conn in batch:
-                conn.flush()
+        while True:
+            while self.dirty:
+                batch, self.dirty = self.dirty, []
+                for conn in batch:
+                    conn.flush()
+            if not self.shed_wanted:
+                return
+            # A queue took the budget past its limit: shed, then flush what
+            # that made (an application's goodbyes to the rest).
+            self.shed_wanted = False
+            self.shed(self.budget.limit)
+
+    # ---- the memory budget -------------------------------------------------
+
+    def shed(self, target: int, need: int = 0, owner: object = None,
+             receivers: bool = False) -> None:
+        """Drop connections, the biggest holders first, until `need` more bytes
+        fit under `target`: send queues of SHED_MIN_QUEUE or more (peers that
+        do not read); with `receivers`, then messages being received bigger
+        than `need`. Never the connection whose protocol is `owner`."""
+        budget = self.budget
+        if budget.used + need <= target:
+            return
+        queues = sorted((conn for conn in self.connections if conn.out.size >= SHED_MIN_QUEUE),
+                        key=lambda conn: conn.out.size, reverse=True)
+        for conn in queues:
+            if owner is not None and getattr(conn.session, "protocol", None) is owner:
+                continue
+            self._shed_one(conn, f"{conn.out.size} bytes queued, unread")
+            if budget.used + need <= target:
+                return
+        if not receivers:
+            return
+        holders = sorted((conn for conn in self.connections
+                          if type(conn.session) is WebSocketSession
+                          and conn.session.protocol.held_bytes > need
+                          and conn.session.protocol is not owner),
+                         key=lambda conn: conn.session.protocol.held_bytes, reverse=True)
+        for conn in holders:
+            self._shed_one(conn, f"{conn.session.protocol.held_bytes} bytes of a message "
+                                 "being received")
+            if budget.used + need <= target:
+                return
+
+    def _shed_one(self, conn: Transport, why: str) -> None:
+        self.shed_count += 1
+        log.warning("%s:%s dropped for the memory budget (%d of %d bytes used): %s",
+                    *conn.remote[:2], self.budget.used, self.budget.limit, why)
+        conn.teardown()
+
+    def _make_room(self, size: int, owner: object) -> None:
+        """A message being received does not fit. An ordinary one gets room from
+        the biggest holders; a big one is refused (1009) and sheds no one."""
+        if size <= ORDINARY_MESSAGE:
+            self.shed(self.budget.receive_limit, size, owner, receivers=True)
 
     def install_signal_handlers(self) -> None:
         """Make SIGINT/SIGTERM shut down gracefully (main thread only).

@@ -26,6 +26,11 @@ Backpressure: while more than `read_pause_bytes` wait to be sent, the
 socket is not read, so a peer that never reads cannot make us queue
 answers without bound; a session may set a hard cap (`max_queued`) past
 which the peer is dropped.
+
+The server's memory budget (rawws.budget): whenever the queue's size
+changes, the change is charged to `server.budget` (`charged` is what this
+transport counts there now), and given back when the socket is closed.
+Past the budget the server sheds the biggest queues first (`Server.shed`).
 """
 from __future__ import annotations
 
@@ -93,6 +98,7 @@ class Transport:
         self.remote = remote
         self.state = TransportState.OPEN
         self.out = SendQueue()   # what the socket has not taken yet
+        self.charged = 0         # out.size as last charged to server.budget
         self.events = EVENT_READ
         self.finishing = False   # the session is done: close once the output is out
         self.dirty = False       # listed in server.dirty, to be flushed after this loop turn
@@ -221,17 +227,31 @@ class Transport:
         self.session.after_write(out.size)
         if self.state is TransportState.CLOSED:
             return
+        size = out.size
+        if size != self.charged:
+            # The queue grew or shrank: the budget hears the change (one
+            # test when nothing is queued, the usual case).
+            self.charge_queue(size)
         limit = self.session.max_queued
-        if limit is not None and out.size > limit:
+        if limit is not None and size > limit:
             self.server.log.warning("%s:%s dropped: %d bytes unread by the peer",
-                                    *self.remote[:2], out.size)
+                                    *self.remote[:2], size)
             self.teardown()
             return
-        if not out.size and self.finishing:
+        if not size and self.finishing:
             self._finish()
             if self.state is TransportState.CLOSED:
                 return
         self.update_interest()
+
+    def charge_queue(self, size: int) -> None:
+        """Charge the change of the queue's size to the server's budget; when
+        that takes it past its limit, ask the server to shed after this turn."""
+        budget = self.server.budget
+        budget.used += size - self.charged
+        self.charged = size
+        if budget.used > budget.limit:
+            self.server.shed_wanted = True
 
     def update_interest(self) -> None:
         state = self.state
@@ -283,6 +303,11 @@ class Transport:
             self.linger_timer.cancel()
         self.loop.unregister(self.sock)
         self.server.connections.discard(self)
+        # What it queued will never be sent: let it go, and out of the budget.
+        if self.charged:
+            self.server.budget.used -= self.charged
+            self.charged = 0
+        self.out = SendQueue()
         try:
             self.sock.close()
         except OSError:
