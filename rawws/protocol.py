@@ -545,14 +545,17 @@ class WebSocketConnection:
         self._vectored = False
         return data
 
-    def buffers_to_send(self) -> list[bytes]:
+    def buffers_to_send(self, join: bool = True) -> list[bytes]:
         """`data_to_send()` as a list of pieces, in order, for a vectored write.
 
         A big payload is its own piece, after its frame's header, as the
         application gave it: writing the pieces with `socket.sendmsg` spares
         the copy that joining them takes. When no such payload is queued, the
         frames come joined into one piece, which one `send` writes faster
-        than a vector of many.
+        than a vector of many; with join=False they come as they were queued
+        (for output that will wait in a send queue: a broadcast's frame, the
+        same bytes for every peer, stays shared instead of being copied into
+        each peer's own piece).
         """
         outgoing = self._outgoing
         if not outgoing:
@@ -560,7 +563,7 @@ class WebSocketConnection:
         self._outgoing = []
         if self._vectored:
             self._vectored = False
-        elif len(outgoing) > 1:
+        elif len(outgoing) > 1 and join:
             outgoing = [b"".join(outgoing)]
         return outgoing
 

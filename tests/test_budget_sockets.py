@@ -315,3 +315,188 @@ def test_max_memory_option_of_both_commands(spawn, module):
             ws.send_text("fits" * 10_000)
             assert ws.recv(timeout=TIMEOUT) == "fits" * 10_000
     assert proc.poll() is None
+
+
+# ---- a full house ----------------------------------------------------------------------------
+
+def proc_status_kib(pid: int, field: str) -> int:
+    """A field of /proc/PID/status in KiB (VmRSS: resident now; VmHWM: the peak)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def chat_frame(kind: str, **payload) -> bytes:
+    return frame(OP_TEXT, json.dumps({"type": kind, "payload": payload}).encode())
+
+
+def open_many(port: int, count: int, protocols=(m.PROTOCOL_V2,), *,
+              rcvbuf: int | None = None) -> list[socket.socket]:
+    """`count` WebSockets, handshakes sent all at once, then each 101 read."""
+    socks = []
+    for _ in range(count):
+        sock = socket.socket()
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.settimeout(TIMEOUT)
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(build_request(f"127.0.0.1:{port}", "/", make_key(),
+                                   subprotocols=list(protocols)))
+        socks.append(sock)
+    for sock in socks:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(4096)   # nothing follows a 101 until we speak
+            assert chunk, "closed during the handshake"
+            head += chunk
+        assert head.startswith(b"HTTP/1.1 101 "), head[:100]
+    return socks
+
+
+def test_a_full_house_stays_within_the_budget_and_an_ordinary_user_chats_throughout(spawn):
+    """2,000 connections announce a 16 MiB text frame each and trickle it; 500
+    join the chat and never read while a sender floods broadcasts; a user
+    chats throughout. The server's peak RSS stays under its idle baseline
+    plus the budget, every round trip of the user is under a second, and
+    neither the user nor the flooder (who read) is dropped."""
+    tricklers_count, sleepers_count = 2000, 500
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = tricklers_count + sleepers_count + 200
+    if soft < wanted:
+        if hard != resource.RLIM_INFINITY and hard < wanted:
+            pytest.skip(f"needs {wanted} file descriptors, the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    budget = 64 * MIB
+    proc, port, log_path = spawn(
+        "chat", "--max-memory", str(budget), "--max-ws-message-size", str(16 * MIB),
+        "--max-send-buffer", str(1 << 30),   # no per-connection cap: the budget drops them
+        "--rate", "0", "--flood-kick", "0", "--max-message-length", "100000",
+        "--ping-interval", "0", "--log-level", "WARNING")
+    time.sleep(0.3)
+    baseline = proc_status_kib(proc.pid, "VmRSS")
+    url = f"ws://127.0.0.1:{port}/"
+    chatter = connect(url, subprotocols=[m.PROTOCOL_V2], timeout=TIMEOUT)
+    chatter.send_text(json.dumps({"type": m.JOIN, "payload": {"username": "chatter"}}))
+    trips: list[float] = []
+
+    def round_trip() -> None:
+        text = f"ping {len(trips)}"
+        started = time.monotonic()
+        chatter.send_text(json.dumps({"type": m.MESSAGE, "payload": {"message": text}}))
+        while True:   # through the flood and the joins and leaves, to our own message
+            message = json.loads(chatter.recv(timeout=10))
+            payload = message["payload"]
+            if (message["type"] == m.MESSAGE and payload["username"] == "chatter"
+                    and payload["message"] == text):
+                break
+        trips.append(time.monotonic() - started)
+
+    round_trip()
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+    # The full house opens first, idle: 500 members-to-be who will never
+    # read (a 4 KiB receive window), 2,000 who will trickle, a flooder.
+    sleepers: list[socket.socket] = []
+    tricklers: list[socket.socket] = []
+    for _ in range(sleepers_count // 100):
+        sleepers += open_many(port, 100, rcvbuf=4096)
+        round_trip()
+    for _ in range(tricklers_count // 100):
+        tricklers += open_many(port, 100)
+        round_trip()
+    flooder = open_many(port, 1)[0]
+    time.sleep(0.5)
+    empty, baseline = baseline, proc_status_kib(proc.pid, "VmRSS")
+    try:
+        for batch in range(sleepers_count // 25):   # (each join is broadcast to every member)
+            for number, sock in enumerate(sleepers[batch * 25:(batch + 1) * 25]):
+                sock.sendall(chat_frame(m.JOIN, username=f"sleeper{batch * 25 + number}"))
+            round_trip()
+        # The flooder reads: 20,000-character messages, fifty a second.
+        flooder.sendall(chat_frame(m.JOIN, username="flooder"))
+
+        def flood() -> None:
+            for number in range(3000):
+                if stop.is_set():
+                    return
+                try:
+                    flooder.sendall(chat_frame(m.MESSAGE, message=f"{number:05d}" + "f" * 20_000))
+                except OSError:
+                    return
+                time.sleep(0.02)
+
+        def drain() -> None:
+            while not stop.is_set():
+                try:
+                    if not flooder.recv(1 << 20):
+                        return
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+
+        threads = [threading.Thread(target=flood, daemon=True),
+                   threading.Thread(target=drain, daemon=True)]
+        for thread in threads:
+            thread.start()
+        # Each trickler announces a 16 MiB text frame, then trickles it.
+        announce = header(OP_TEXT, 16 * MIB)
+        piece = b"a" * 4096
+        live: set[socket.socket] = set()
+
+        def trickle() -> None:
+            for sock in list(live):
+                try:
+                    sock.send(piece, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    live.discard(sock)
+
+        for batch in range(tricklers_count // 50):
+            socks = tricklers[batch * 50:(batch + 1) * 50]
+            for sock in socks:
+                sock.sendall(announce + piece)
+            live.update(socks)
+            trickle()
+            round_trip()
+        for _ in range(20):   # the flood goes on, the trickle too
+            trickle()
+            round_trip()
+            time.sleep(0.1)
+        peak = proc_status_kib(proc.pid, "VmHWM")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(TIMEOUT)
+    refused = 0
+    for sock in tricklers:
+        try:
+            data = sock.recv(65536, socket.MSG_DONTWAIT)
+        except OSError:
+            continue
+        refused += close_code_of(data) == 1009
+    dropped = [line for line in log_path.read_text().splitlines()
+               if "dropped for the memory budget" in line]
+    growth = (peak - baseline) / 1024
+    print(f"\nfull house: RSS {empty / 1024:.1f} MiB empty, {baseline / 1024:.1f} MiB with "
+          f"every connection open and idle, peak +{growth:.1f} MiB over that "
+          f"(budget {budget // MIB} MiB); {len(trips)} round trips, slowest "
+          f"{max(trips) * 1000:.0f} ms, median {sorted(trips)[len(trips) // 2] * 1000:.0f} ms; {refused} of {tricklers_count} frames refused with 1009, "
+          f"{len(dropped)} connections dropped for the budget")
+    assert growth < budget / MIB, f"the server grew by {growth:.1f} MiB"
+    assert max(trips) < 1.0, f"a round trip took {max(trips):.2f} s"
+    # Three 16 MiB frames fit in the budget's receive share (7/8 of 64 MiB) at a
+    # time; a few more may be taken when a holder is dropped to make room for
+    # an ordinary message (the flooder's, cut by a read).
+    assert refused >= tricklers_count - 10
+    # The sleepers are dropped as their queues grow; a few may be left at the end.
+    assert len(dropped) >= sleepers_count * 8 // 10
+    ours = [f":{sock.getsockname()[1]} dropped" for sock in (flooder, chatter.sock)]
+    assert not [line for line in dropped if any(text in line for text in ours)]
+    round_trip()   # still served
+    chatter.close()
+    for sock in sleepers + tricklers + [flooder]:
+        sock.close()

@@ -68,7 +68,7 @@ class HTTPSession:
             self.server.budget.charge(held - self.charged)
             self.charged = held
 
-    def output(self) -> list:
+    def output(self, join: bool = True) -> list:
         return []      # answers are queued whole with transport.write()
 
     def after_write(self, queued: int) -> None:

@@ -65,6 +65,17 @@ OVER_BUDGET_RESPONSE = format_response(503, [("Retry-After", str(OVERLOAD_RETRY_
 # Shedding: a send queue this long means the peer is not keeping up (the
 # kernel's buffer is full as well); shorter ones are never dropped for the budget.
 SHED_MIN_QUEUE = 64 * 1024
+# A queue that has not shrunk for this long belongs to a peer that does not
+# read: those are shed first, the biggest first; then the longest unread.
+STALL_SECONDS = 1.0
+# What the kernel may hold unsent for one socket (TCP_NOTSENT_LOWAT, Linux):
+# past it the output waits in our send queue, where the budget counts it.
+# Without it a peer that reads nothing parks ~3-4 MiB in the kernel (the
+# autotuned send buffer), unseen by the budget: 500 of them were enough to put
+# a test machine's TCP stack under memory pressure. Data in flight (sent, not
+# yet acknowledged) is not "unsent", so a fast path's throughput is unchanged.
+DEFAULT_KERNEL_UNSENT = 256 * 1024
+_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", None)
 # A message being received this long or shorter is ordinary: when it does not
 # fit, the connections holding the most are dropped to make room for it.
 ORDINARY_MESSAGE = 64 * 1024
@@ -121,6 +132,7 @@ class Server:
                  max_write_buffer: int | None = None,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS,
                  max_memory: int = DEFAULT_MAX_MEMORY,
+                 kernel_unsent: int | None = DEFAULT_KERNEL_UNSENT,
                  compression: DeflateOptions | None = DeflateOptions(),
                  backlog: int = 1024, tracer: WireTracer | None = None) -> None:
         self.app = app
@@ -142,8 +154,13 @@ class Server:
         self.refused = 0   # connections refused past max_connections or the budget, ever
         # Bytes held for peers, all connections together (rawws.budget).
         self.budget = MemoryBudget(max_memory, make_room=self._make_room)
-        self.shed_wanted = False   # the budget is exceeded: shed after this loop turn
+        # Queues are shed when the budget's use passes this: its limit, or a
+        # little more after a shed that found nothing to drop (no rescans per byte).
+        self.shed_at = max_memory
+        self._shed_retry: Timer | None = None
         self.shed_count = 0        # connections dropped for the budget, ever
+        # TCP_NOTSENT_LOWAT for accepted sockets; None leaves the kernel's default.
+        self.kernel_unsent = kernel_unsent if _NOTSENT_LOWAT is not None else None
         self._refusal_logged = 0.0
         self.linger_timeout = linger_timeout
         self.read_pause_bytes = read_pause_bytes
@@ -213,6 +230,11 @@ class Server:
                 continue
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.kernel_unsent is not None:
+                try:
+                    sock.setsockopt(socket.IPPROTO_TCP, _NOTSENT_LOWAT, self.kernel_unsent)
+                except OSError:
+                    pass
             conn = Transport(self, sock, remote)
             self.connections.add(conn)
             self.loop.register(sock, EVENT_READ, conn.on_ready)
@@ -246,35 +268,63 @@ class Server:
             self.loop.register(self.listener, EVENT_READ, self._accept)
 
     def _flush_dirty(self) -> None:
-        while True:
-            while self.dirty:
-                batch, self.dirty = self.dirty, []
-                for conn in batch:
-                    conn.flush()
-            if not self.shed_wanted:
-                return
-            # A queue took the budget past its limit: shed, then flush what
-            # that made (an application's goodbyes to the rest).
-            self.shed_wanted = False
-            self.shed(self.budget.limit)
+        while self.dirty:
+            batch, self.dirty = self.dirty, []
+            for conn in batch:
+                conn.flush()
 
     # ---- the memory budget -------------------------------------------------
 
-    def shed(self, target: int, need: int = 0, owner: object = None,
-             receivers: bool = False) -> None:
-        """Drop connections, the biggest holders first, until `need` more bytes
-        fit under `target`: send queues of SHED_MIN_QUEUE or more (peers that
-        do not read); with `receivers`, then messages being received bigger
-        than `need`. Never the connection whose protocol is `owner`."""
+    def over_budget(self) -> None:
+        """A send queue took the budget past `shed_at`: shed the queues of peers
+        that do not read, down to a little under the limit (so that the next
+        bytes queued do not start a scan again)."""
+        budget = self.budget
+        slack = max(budget.output_reserve // 4, 1)
+        self.shed(budget.limit - slack)
+        if budget.used <= budget.limit:
+            self.shed_at = budget.limit
+        else:
+            # Nothing (more) to drop now: scan again once it has grown, or
+            # once the queues that formed lately have stalled long enough.
+            self.shed_at = budget.used + slack
+            if self._shed_retry is None:
+                self._shed_retry = self.loop.call_later(STALL_SECONDS, self._retry_shed)
+
+    def _retry_shed(self) -> None:
+        self._shed_retry = None
+        self.shed_at = self.budget.limit
+        if self.budget.used > self.budget.limit:
+            self.over_budget()
+            self._flush_dirty()
+
+    def shed(self, target: int, need: int = 0, owner: object = None, *,
+             readers: bool = True, receivers: bool = False) -> None:
+        """Drop connections until `need` more bytes fit under `target`, in this
+        order: send queues (of SHED_MIN_QUEUE or more) that have not shrunk for
+        STALL_SECONDS, the biggest first: peers that do not read; with
+        `readers`, the other queues, the longest unread first; with
+        `receivers`, messages being received bigger than `need`, the biggest
+        first. Never the connection whose protocol is `owner`."""
         budget = self.budget
         if budget.used + need <= target:
             return
-        queues = sorted((conn for conn in self.connections if conn.out.size >= SHED_MIN_QUEUE),
-                        key=lambda conn: conn.out.size, reverse=True)
-        for conn in queues:
-            if owner is not None and getattr(conn.session, "protocol", None) is owner:
+        stalled_before = time.monotonic() - STALL_SECONDS
+        stalled, reading = [], []
+        for conn in self.connections:
+            if conn.out.size >= SHED_MIN_QUEUE and (
+                    owner is None or getattr(conn.session, "protocol", None) is not owner):
+                (stalled if conn.read_at <= stalled_before else reading).append(conn)
+        stalled.sort(key=lambda conn: conn.out.size, reverse=True)
+        order = stalled
+        if readers:
+            reading.sort(key=lambda conn: conn.read_at)
+            order += reading
+        for conn in order:
+            if conn.closed:   # gone meanwhile (an application's answer to a shed)
                 continue
-            self._shed_one(conn, f"{conn.out.size} bytes queued, unread")
+            self._shed_one(conn, f"{conn.out.size} bytes queued, "
+                                 f"none read for {time.monotonic() - conn.read_at:.1f} s")
             if budget.used + need <= target:
                 return
         if not receivers:
@@ -285,6 +335,8 @@ class Server:
                           and conn.session.protocol is not owner),
                          key=lambda conn: conn.session.protocol.held_bytes, reverse=True)
         for conn in holders:
+            if conn.closed:
+                continue
             self._shed_one(conn, f"{conn.session.protocol.held_bytes} bytes of a message "
                                  "being received")
             if budget.used + need <= target:
@@ -300,7 +352,7 @@ class Server:
         """A message being received does not fit. An ordinary one gets room from
         the biggest holders; a big one is refused (1009) and sheds no one."""
         if size <= ORDINARY_MESSAGE:
-            self.shed(self.budget.receive_limit, size, owner, receivers=True)
+            self.shed(self.budget.receive_limit, size, owner, readers=False, receivers=True)
 
     def install_signal_handlers(self) -> None:
         """Make SIGINT/SIGTERM shut down gracefully (main thread only).

@@ -35,6 +35,7 @@ Past the budget the server sheds the biggest queues first (`Server.shed`).
 from __future__ import annotations
 
 import socket
+import time
 from enum import Enum
 from typing import TYPE_CHECKING, Protocol
 
@@ -78,8 +79,10 @@ class Session(Protocol):
     def receive(self, data: memoryview) -> None:
         """Bytes from the peer, valid until the next read; b"" is its EOF."""
 
-    def output(self) -> list:
-        """Pieces the session has queued for the peer since the last call."""
+    def output(self, join: bool = True) -> list:
+        """Pieces the session has queued for the peer since the last call;
+        join=False: as they were made, not joined into one (they will wait in
+        the send queue, where a broadcast's shared frame had better stay shared)."""
 
     def after_write(self, queued: int) -> None:
         """Output moved on; `queued` bytes still wait for the socket."""
@@ -99,6 +102,9 @@ class Transport:
         self.state = TransportState.OPEN
         self.out = SendQueue()   # what the socket has not taken yet
         self.charged = 0         # out.size as last charged to server.budget
+        # When the peer last took queued bytes, or the queue formed: a peer
+        # whose queue has not shrunk for long is one that does not read (Server.shed).
+        self.read_at = 0.0
         self.events = EVENT_READ
         self.finishing = False   # the session is done: close once the output is out
         self.dirty = False       # listed in server.dirty, to be flushed after this loop turn
@@ -172,15 +178,17 @@ class Transport:
         self.dirty = False
         if self.state is TransportState.CLOSED:
             return
-        pieces = self.session.output()
         out = self.out
         if self.events & EVENT_WRITE:
             # A write is already waiting for the socket: queue behind it, and
             # check the limits now, since a peer that never reads never makes
-            # the socket writable again.
-            out.extend(pieces)
+            # the socket writable again. The pieces are queued as they were
+            # made: a broadcast's frame stays one object shared by every queue.
+            out.extend(self.session.output(False))
             self.after_write()
-        elif len(pieces) == 1 and not out.size:
+            return
+        pieces = self.session.output()
+        if len(pieces) == 1 and not out.size:
             # The usual case: one frame, nothing queued, so send it directly
             # and queue only the part the kernel did not take.
             sent = self.send_some(pieces)
@@ -232,6 +240,8 @@ class Transport:
             # The queue grew or shrank: the budget hears the change (one
             # test when nothing is queued, the usual case).
             self.charge_queue(size)
+            if self.state is TransportState.CLOSED:   # shed, for the budget
+                return
         limit = self.session.max_queued
         if limit is not None and size > limit:
             self.server.log.warning("%s:%s dropped: %d bytes unread by the peer",
@@ -245,13 +255,17 @@ class Transport:
         self.update_interest()
 
     def charge_queue(self, size: int) -> None:
-        """Charge the change of the queue's size to the server's budget; when
-        that takes it past its limit, ask the server to shed after this turn."""
-        budget = self.server.budget
-        budget.used += size - self.charged
+        """Charge the change of the queue's size to the server's budget; past
+        its limit, the server sheds (this connection too, if it is the one)."""
+        server = self.server
+        budget = server.budget
+        charged = self.charged
+        if size < charged or not charged:   # the peer took some, or the queue forms now
+            self.read_at = time.monotonic()
+        budget.used += size - charged
         self.charged = size
-        if budget.used > budget.limit:
-            self.server.shed_wanted = True
+        if budget.used > server.shed_at:
+            server.over_budget()
 
     def update_interest(self) -> None:
         state = self.state

@@ -146,8 +146,8 @@ class WebSocketSession:
         if protocol.should_close_transport:
             self.finish()
 
-    def output(self) -> list:
-        return self.protocol.buffers_to_send()
+    def output(self, join: bool = True) -> list:
+        return self.protocol.buffers_to_send(join)
 
     def after_write(self, queued: int) -> None:
         pass
