@@ -237,3 +237,17 @@ def test_without_a_budget_nothing_is_counted():
     conn = WebSocketConnection(Role.SERVER)
     feed(conn, masked(OP_BINARY, bytes(5000))[:100])
     assert conn.held_bytes == 0
+
+
+def test_frames_waiting_in_a_queue_stay_the_objects_that_were_sent():
+    # A broadcast queues the same frame to every peer; a peer behind on
+    # reading gets it as it is (join=False), not joined into a copy of its own.
+    conn = WebSocketConnection(Role.SERVER)
+    first, second = encode_frame(OP_TEXT, b"one"), encode_frame(OP_TEXT, b"two")
+    conn.send_frame_bytes(first)
+    conn.send_frame_bytes(second)
+    pieces = conn.buffers_to_send(join=False)
+    assert pieces[0] is first and pieces[1] is second
+    conn.send_frame_bytes(first)
+    conn.send_frame_bytes(second)
+    assert conn.buffers_to_send() == [first + second]   # joined for one write, as before

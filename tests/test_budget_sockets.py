@@ -211,6 +211,33 @@ def test_past_the_budget_the_biggest_queues_of_peers_that_do_not_read_are_droppe
         sock.close()
 
 
+def test_an_ordinary_message_that_does_not_fit_is_made_room_for_by_the_biggest_holder(serve):
+    server = serve(max_message_size=16 * MIB, max_memory=2 * MIB)   # 1.75 MiB to receive
+    greedy = open_raw(server.port)
+    greedy.sendall(header(OP_BINARY, 1_800_000) + b"g" * 1000)   # holds 1.8 MB of it
+    wait_until(lambda: budget_used(server) >= 1_800_000, what="the big frame counted")
+    ordinary = open_raw(server.port)
+    payload = b"o" * 40_000
+    message = frame(OP_BINARY, payload)
+    ordinary.sendall(message[:20_000])   # cut by the network: it must be held, 40 KB
+    time.sleep(0.2)
+    ordinary.sendall(message[20_000:])
+    echoed = b""
+    while len(echoed) < len(payload) + 4:
+        chunk = ordinary.recv(65536)
+        assert chunk, "the ordinary message's sender was dropped"
+        echoed += chunk
+    assert echoed[4:] == payload
+    greedy.settimeout(TIMEOUT)   # dropped to make room, the biggest holder: EOF or RST
+    try:
+        assert greedy.recv(65536) == b""
+    except ConnectionResetError:
+        pass
+    assert server.shed_count == 1 and server.budget.refused == 0
+    ordinary.close()
+    greedy.close()
+
+
 def test_the_accounting_returns_to_zero_once_every_connection_is_gone(serve):
     app = Firehose()
     server = serve(app, max_message_size=16 * MIB, max_memory=64 * MIB,
