@@ -68,13 +68,14 @@ SHED_MIN_QUEUE = 64 * 1024
 # A queue that has not shrunk for this long belongs to a peer that does not
 # read: those are shed first, the biggest first; then the longest unread.
 STALL_SECONDS = 1.0
-# What the kernel may hold unsent for one socket (TCP_NOTSENT_LOWAT, Linux):
-# past it the output waits in our send queue, where the budget counts it.
-# Without it a peer that reads nothing parks ~3-4 MiB in the kernel (the
-# autotuned send buffer), unseen by the budget: 500 of them were enough to put
-# a test machine's TCP stack under memory pressure. Data in flight (sent, not
-# yet acknowledged) is not "unsent", so a fast path's throughput is unchanged.
-DEFAULT_KERNEL_UNSENT = 256 * 1024
+# `kernel_unsent`: what the kernel may hold unsent for one socket
+# (TCP_NOTSENT_LOWAT, Linux); past it the output waits in our send queue,
+# where the budget counts it. Without it a peer that reads nothing parks the
+# whole autotuned send buffer (~3-4 MiB) in the kernel, unseen by the budget:
+# 500 such peers put a test machine's TCP stack under memory pressure. Off by
+# default: it costs big messages throughput (measured ~15% on 1 MiB echoes,
+# more wakeups to refill the socket); the chat, whose messages are small,
+# turns it on (chat/__main__.py).
 _NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", None)
 # A message being received this long or shorter is ordinary: when it does not
 # fit, the connections holding the most are dropped to make room for it.
@@ -132,7 +133,7 @@ class Server:
                  max_write_buffer: int | None = None,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS,
                  max_memory: int = DEFAULT_MAX_MEMORY,
-                 kernel_unsent: int | None = DEFAULT_KERNEL_UNSENT,
+                 kernel_unsent: int | None = None,
                  compression: DeflateOptions | None = DeflateOptions(),
                  backlog: int = 1024, tracer: WireTracer | None = None) -> None:
         self.app = app
