@@ -68,6 +68,9 @@ SHED_MIN_QUEUE = 64 * 1024
 # A queue that has not shrunk for this long belongs to a peer that does not
 # read: those are shed first, the biggest first; then the longest unread.
 STALL_SECONDS = 1.0
+# At most this many are dropped in one loop turn: an application's goodbyes
+# to each (the chat broadcasts a leave to everyone) must not stall the rest.
+SHED_BATCH = 16
 # `kernel_unsent`: what the kernel may hold unsent for one socket
 # (TCP_NOTSENT_LOWAT, Linux); past it the output waits in our send queue,
 # where the budget counts it. Without it a peer that reads nothing parks the
@@ -282,15 +285,22 @@ class Server:
         bytes queued do not start a scan again)."""
         budget = self.budget
         slack = max(budget.output_reserve // 4, 1)
-        self.shed(budget.limit - slack)
+        dropped = self.shed(budget.limit - slack, most=SHED_BATCH)
         if budget.used <= budget.limit:
             self.shed_at = budget.limit
-        else:
-            # Nothing (more) to drop now: scan again once it has grown, or
-            # once the queues that formed lately have stalled long enough.
-            self.shed_at = budget.used + slack
-            if self._shed_retry is None:
-                self._shed_retry = self.loop.call_later(STALL_SECONDS, self._retry_shed)
+            return
+        # Not there yet. Scan again once it has grown, and after this loop
+        # turn if a batch was dropped (an application's goodbyes to each
+        # one dropped, and the other connections, are served in between),
+        # else once the queues that formed lately have stalled long enough.
+        self.shed_at = budget.used + slack
+        retry = self._shed_retry
+        if dropped == SHED_BATCH:
+            if retry is not None:
+                retry.cancel()
+            self._shed_retry = self.loop.call_later(0.0, self._retry_shed)
+        elif retry is None:
+            self._shed_retry = self.loop.call_later(STALL_SECONDS, self._retry_shed)
 
     def _retry_shed(self) -> None:
         self._shed_retry = None
@@ -300,16 +310,18 @@ class Server:
             self._flush_dirty()
 
     def shed(self, target: int, need: int = 0, owner: object = None, *,
-             readers: bool = True, receivers: bool = False) -> None:
+             readers: bool = True, receivers: bool = False, most: int | None = None) -> int:
         """Drop connections until `need` more bytes fit under `target`, in this
         order: send queues (of SHED_MIN_QUEUE or more) that have not shrunk for
         STALL_SECONDS, the biggest first: peers that do not read; with
         `readers`, the other queues, the longest unread first; with
         `receivers`, messages being received bigger than `need`, the biggest
-        first. Never the connection whose protocol is `owner`."""
+        first. Never the connection whose protocol is `owner`; at most `most`
+        of them. Returns how many were dropped."""
         budget = self.budget
         if budget.used + need <= target:
-            return
+            return 0
+        dropped = 0
         stalled_before = time.monotonic() - STALL_SECONDS
         stalled, reading = [], []
         for conn in self.connections:
@@ -326,10 +338,11 @@ class Server:
                 continue
             self._shed_one(conn, f"{conn.out.size} bytes queued, "
                                  f"none read for {time.monotonic() - conn.read_at:.1f} s")
-            if budget.used + need <= target:
-                return
+            dropped += 1
+            if budget.used + need <= target or dropped == most:
+                return dropped
         if not receivers:
-            return
+            return dropped
         holders = sorted((conn for conn in self.connections
                           if type(conn.session) is WebSocketSession
                           and conn.session.protocol.held_bytes > need
@@ -340,8 +353,10 @@ class Server:
                 continue
             self._shed_one(conn, f"{conn.session.protocol.held_bytes} bytes of a message "
                                  "being received")
-            if budget.used + need <= target:
-                return
+            dropped += 1
+            if budget.used + need <= target or dropped == most:
+                return dropped
+        return dropped
 
     def _shed_one(self, conn: Transport, why: str) -> None:
         self.shed_count += 1
