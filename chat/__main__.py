@@ -39,7 +39,7 @@ CHAT_COMPRESSION = DeflateOptions(server_no_context_takeover=True,
 # (--max-memory) sees it and sheds a peer that does not read. Without it each
 # such peer parks ~3-4 MiB in the kernel's send buffer. Chat messages are
 # small, so this costs the chat nothing (docs/security.md).
-CHAT_KERNEL_UNSENT = 256 * 1024
+CHAT_KERNEL_UNSENT = 64 * 1024
 # Request headers: CONTRACT.md promises 8 KiB; we take twice that by default.
 DEFAULT_MAX_HEADER_BYTES = 16 * 1024
 

@@ -342,7 +342,10 @@ class WebSocketConnection:
 
     def _let_go(self) -> None:
         """CLOSED, or nothing more is read: drop what is held of messages being
-        received, and give its reservation back to the budget."""
+        received, and give its reservation back to the budget. (Without a
+        budget nothing changes: what is held goes with the connection.)"""
+        if self.budget is None:
+            return
         if self._message_opcode is not None or self._parser.pending is not None:
             self._message_opcode = None
             self._message_frames = 0

@@ -162,6 +162,7 @@ class Server:
         # little more after a shed that found nothing to drop (no rescans per byte).
         self.shed_at = max_memory
         self._shed_retry: Timer | None = None
+        self.shed_quota = SHED_BATCH   # connections this loop turn may still shed
         self.shed_count = 0        # connections dropped for the budget, ever
         # TCP_NOTSENT_LOWAT for accepted sockets; None leaves the kernel's default.
         self.kernel_unsent = kernel_unsent if _NOTSENT_LOWAT is not None else None
@@ -276,6 +277,7 @@ class Server:
             batch, self.dirty = self.dirty, []
             for conn in batch:
                 conn.flush()
+        self.shed_quota = SHED_BATCH   # for the next loop turn
 
     # ---- the memory budget -------------------------------------------------
 
@@ -285,17 +287,22 @@ class Server:
         bytes queued do not start a scan again)."""
         budget = self.budget
         slack = max(budget.output_reserve // 4, 1)
-        dropped = self.shed(budget.limit - slack, most=SHED_BATCH)
+        if budget.used > budget.limit + budget.output_reserve:
+            # Far over (the output grows faster than a batch a turn sheds):
+            # the bound comes first, whatever it costs the turn.
+            self.shed_quota -= self.shed(budget.limit - slack)
+        elif self.shed_quota > 0:
+            self.shed_quota -= self.shed(budget.limit - slack, most=self.shed_quota)
         if budget.used <= budget.limit:
             self.shed_at = budget.limit
             return
-        # Not there yet. Scan again once it has grown, and after this loop
-        # turn if a batch was dropped (an application's goodbyes to each
-        # one dropped, and the other connections, are served in between),
-        # else once the queues that formed lately have stalled long enough.
+        # Not there yet. Scan again once it has grown, and next loop turn if
+        # this one's quota is spent (an application's goodbyes to each one
+        # dropped, and the other connections, are served in between), else
+        # once the queues that formed lately have stalled long enough.
         self.shed_at = budget.used + slack
         retry = self._shed_retry
-        if dropped == SHED_BATCH:
+        if self.shed_quota <= 0:
             if retry is not None:
                 retry.cancel()
             self._shed_retry = self.loop.call_later(0.0, self._retry_shed)
@@ -303,11 +310,11 @@ class Server:
             self._shed_retry = self.loop.call_later(STALL_SECONDS, self._retry_shed)
 
     def _retry_shed(self) -> None:
+        """A timer: shed on if still over (the loop turn's flush follows)."""
         self._shed_retry = None
         self.shed_at = self.budget.limit
         if self.budget.used > self.budget.limit:
             self.over_budget()
-            self._flush_dirty()
 
     def shed(self, target: int, need: int = 0, owner: object = None, *,
              readers: bool = True, receivers: bool = False, most: int | None = None) -> int:
@@ -333,15 +340,18 @@ class Server:
         if readers:
             reading.sort(key=lambda conn: conn.read_at)
             order += reading
+        victims = []
+        freed = 0
+        now = time.monotonic()
         for conn in order:
-            if conn.closed:   # gone meanwhile (an application's answer to a shed)
-                continue
-            self._shed_one(conn, f"{conn.out.size} bytes queued, "
-                                 f"none read for {time.monotonic() - conn.read_at:.1f} s")
-            dropped += 1
-            if budget.used + need <= target or dropped == most:
-                return dropped
-        if not receivers:
+            if budget.used - freed + need <= target or len(victims) == most:
+                break
+            victims.append((conn, f"{conn.out.size} bytes queued, "
+                                  f"none read for {now - conn.read_at:.1f} s"))
+            freed += conn.charged
+        self._drop(victims)
+        dropped = len(victims)
+        if not receivers or budget.used + need <= target or dropped == most:
             return dropped
         holders = sorted((conn for conn in self.connections
                           if type(conn.session) is WebSocketSession
@@ -357,6 +367,17 @@ class Server:
             if budget.used + need <= target or dropped == most:
                 return dropped
         return dropped
+
+    def _drop(self, victims: list[tuple[Transport, str]]) -> None:
+        """Drop these together: every one's WebSocket ends first, so that the
+        application's goodbyes for each (the chat broadcasts a leave) skip the
+        others at the cost of a test, then each socket is closed."""
+        for conn, _ in victims:
+            if type(conn.session) is WebSocketSession:
+                conn.session.protocol.abort()
+        for conn, why in victims:
+            if not conn.closed:
+                self._shed_one(conn, why)
 
     def _shed_one(self, conn: Transport, why: str) -> None:
         self.shed_count += 1
