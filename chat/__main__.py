@@ -13,8 +13,8 @@ import logging
 import sys
 from pathlib import Path
 
-from rawws.net.server import (DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DeflateOptions,
-                              Server)
+from rawws.net.server import (DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+                              DEFAULT_MAX_MEMORY, DeflateOptions, Server)
 from rawws.tools.trace import WireTracer
 
 from .app import ChatApp
@@ -34,6 +34,12 @@ DEFAULT_MAX_SEND_BUFFER = 1024 * 1024
 # zlib state between messages: an idle one costs no compression memory.
 CHAT_COMPRESSION = DeflateOptions(server_no_context_takeover=True,
                                   client_no_context_takeover=True)
+# What the kernel may hold unsent to one connection (TCP_NOTSENT_LOWAT):
+# beyond it, output waits in the server's queue, where the memory budget
+# (--max-memory) sees it and sheds a peer that does not read. Without it each
+# such peer parks ~3-4 MiB in the kernel's send buffer. Chat messages are
+# small, so this costs the chat nothing (docs/security.md).
+CHAT_KERNEL_UNSENT = 64 * 1024
 # Request headers: CONTRACT.md promises 8 KiB; we take twice that by default.
 DEFAULT_MAX_HEADER_BYTES = 16 * 1024
 
@@ -139,6 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
                         default=DEFAULT_MAX_CONNECTIONS,
                         help="open connections at most; past it a new one gets 503 "
                              f"(default {DEFAULT_MAX_CONNECTIONS})")
+    limits.add_argument("--max-memory", metavar="BYTES", type=positive_int,
+                        default=DEFAULT_MAX_MEMORY,
+                        help="bytes held for all peers together (messages being received, "
+                             "send queues); past it the biggest queues of peers that do not "
+                             "read are dropped, a message that does not fit is refused (1009) "
+                             "and new connections get 503 "
+                             f"(default {DEFAULT_MAX_MEMORY // (1024 * 1024)} MiB)")
     return p
 
 
@@ -164,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                         ping_timeout=args.ping_timeout, close_timeout=args.close_timeout,
                         handshake_timeout=args.handshake_timeout,
                         max_connections=args.max_connections,
+                        max_memory=args.max_memory, kernel_unsent=CHAT_KERNEL_UNSENT,
                         compression=None if args.no_compression else CHAT_COMPRESSION,
                         tracer=WireTracer(sys.stderr) if args.trace else None)
     except OSError as error:   # port in use, address not ours...

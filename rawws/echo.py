@@ -13,8 +13,8 @@ from importlib import metadata
 
 from . import masking
 from .deflate import DeflateOptions
-from .net.server import (DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Server, WebSocket,
-                     WebSocketApp)
+from .net.server import (DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MEMORY,
+                         Server, WebSocket, WebSocketApp)
 from .tools.trace import WireTracer
 
 ECHO_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
@@ -41,6 +41,13 @@ def version() -> str:
     return f"rawws {number}, masking in {masking.IMPLEMENTATION}"
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m rawws.echo", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=version(),
@@ -59,6 +66,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-send-buffer", type=int, default=None,
                         help="drop a WebSocket with more than this many bytes unsent to it "
                              "(default: 64 MiB, or 4 times --max-message-size if more)")
+    parser.add_argument("--max-memory", type=_positive_int, default=DEFAULT_MAX_MEMORY,
+                        metavar="BYTES",
+                        help="bytes held for all peers together (messages being received, "
+                             "send queues); past it the biggest queues of peers that do not "
+                             "read are dropped, a message that does not fit is refused (1009) "
+                             "and new connections get 503 "
+                             f"(default {DEFAULT_MAX_MEMORY // (1024 * 1024)} MiB)")
     parser.add_argument("--no-compression", action="store_true",
                         help="do not accept permessage-deflate (RFC 7692), on by default")
     parser.add_argument("--log-level", default="WARNING")
@@ -74,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
                     handshake_timeout=args.handshake_timeout,
                     max_connections=args.max_connections,
                     max_write_buffer=args.max_send_buffer,
+                    max_memory=args.max_memory,
                     compression=None if args.no_compression else DeflateOptions(),
                     tracer=WireTracer(sys.stderr) if args.trace else None)
     # Handlers first, then the line a script waits for (it may signal at once).

@@ -295,6 +295,11 @@ class RequestParser:
         if self._error is None and not self._finished:
             self._buf += data
 
+    @property
+    def buffered(self) -> int:
+        """Bytes held: the head being read, and what came after the last one."""
+        return len(self._buf)
+
     def leftover(self) -> bytes:
         """The bytes received after the last head returned (not cleared)."""
         return bytes(self._buf)

@@ -35,6 +35,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from .close import CLOSE_ABNORMAL, CLOSE_NO_STATUS, CLOSE_NORMAL
 from .deflate import PerMessageDeflate, compress_once
@@ -44,6 +45,9 @@ from .frames import (MAX_CONTROL_PAYLOAD, OP_BINARY, OP_CLOSE, OP_CONTINUATION, 
                      encode_close_payload, encode_frame, frame_header)
 from .masking import mask_chunks
 from .utf8 import Utf8Decoder
+
+if TYPE_CHECKING:
+    from .budget import MemoryBudget
 
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 
@@ -183,12 +187,23 @@ class WebSocketConnection:
     `deflate`: the permessage-deflate state when the handshake agreed on it
     (RFC 7692, `rawws.deflate`); messages are then compressed on the way out
     and inflated on the way in, the size limit applying to inflated bytes.
+
+    `budget`: a `rawws.budget.MemoryBudget` shared by many connections, or
+    None. With one, what this connection holds of messages being received
+    (`held_bytes`: a frame still arriving, counted at its announced length
+    from its header; a fragmented message's pieces so far) is reserved from
+    it once per read, at the end of `events()`; a read after which it does
+    not fit fails the connection with 1009 (a "try again later" reason), and
+    whatever the connection held is given back once it is CLOSED.
     """
 
     def __init__(self, role: Role, *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
                  max_frame_size: int | None = None, max_fragments: int | None = None,
-                 deflate: PerMessageDeflate | None = None) -> None:
+                 deflate: PerMessageDeflate | None = None,
+                 budget: MemoryBudget | None = None) -> None:
         self.role = role
+        self.budget = budget
+        self.held_bytes = 0   # reserved from the budget for what is being received
         self.state = State.OPEN
         self.max_message_size = max_message_size
         self.max_frame_size = max_frame_size if max_frame_size is not None else max_message_size
@@ -281,6 +296,11 @@ class WebSocketConnection:
                         # Only when a text or continuation frame is cut: a
                         # whole frame never pays for this.
                         self._check_arriving_text(pending)
+                    # Once per read: the budget hears what is held now. A
+                    # read of whole messages holds nothing: three tests.
+                    if self.budget is not None and (pending is not None or self._message_size
+                                                    or self.held_bytes):
+                        self._settle_budget(pending)
                     break
                 # (RSV1 on a control or continuation frame, RFC 7692 §6.1, is
                 # refused by the parser from the header: frames.header_violations.)
@@ -297,6 +317,49 @@ class WebSocketConnection:
         if self.eof_received and self.state is not State.CLOSED:
             # §7.1.5: a TCP close with no Close frame means code 1006.
             self._move(Cause.EOF)
+            self._let_go()
+
+    def _settle_budget(self, pending: PendingFrame | None) -> None:
+        """Reserve from the budget, or give back, the change in what is held.
+
+        Held: the message being reassembled (`_message_size`) and the frame
+        still arriving, at its announced length (plus what the parser's
+        buffer holds of it), so a frame that would not fit is refused from
+        its header, before its payload is received.
+        """
+        held = self._message_size
+        if pending is not None:
+            held += pending.length + self._parser.buffered
+        change = held - self.held_bytes
+        if change > 0:
+            if not self.budget.reserve(change, self):
+                self._fail(MessageTooBig(
+                    "the server's memory budget is full: try again later"))
+                return
+        elif change:
+            self.budget.release(-change)
+        self.held_bytes = held
+
+    def _let_go(self) -> None:
+        """CLOSED, or nothing more is read: drop what is held of messages being
+        received, and give its reservation back to the budget. (Without a
+        budget nothing changes: what is held goes with the connection.)"""
+        if self.budget is None:
+            return
+        if self._message_opcode is not None or self._parser.pending is not None:
+            self._message_opcode = None
+            self._message_frames = 0
+            self._message_size = 0
+            self._message_parts = []
+            self._message_small = []
+            self._utf8 = None
+            # Nothing more is parsed: a fresh parser lets the old one's
+            # buffers go (a big frame's, a cut frame's).
+            self._parser = FrameParser(require_mask=self._parser.require_mask,
+                                       max_frame_size=self._idle_payload_limit)
+        if self.held_bytes:
+            self.budget.release(self.held_bytes)
+            self.held_bytes = 0
 
     def _receive_data_frame(self, opcode: int, payload: bytes, fin: bool,
                             compressed: bool = False) -> Event | None:
@@ -458,6 +521,7 @@ class WebSocketConnection:
             self._queue_frame(OP_CLOSE, encode_close_payload(echoed))
             self.close_sent = code
         self._move(Cause.RECEIVE_CLOSE)
+        self._let_go()   # §1.4: nothing after a Close is read; a message it cut is dropped
         return CloseReceived(code, reason)
 
     def _fail(self, error: ProtocolError) -> None:
@@ -468,6 +532,7 @@ class WebSocketConnection:
             self._queue_frame(OP_CLOSE, encode_close_payload(error.close_code, reason))
             self.close_sent = error.close_code
         self._move(Cause.FAIL)
+        self._let_go()
 
     # ---- what we send -------------------------------------------------
 
@@ -480,14 +545,17 @@ class WebSocketConnection:
         self._vectored = False
         return data
 
-    def buffers_to_send(self) -> list[bytes]:
+    def buffers_to_send(self, join: bool = True) -> list[bytes]:
         """`data_to_send()` as a list of pieces, in order, for a vectored write.
 
         A big payload is its own piece, after its frame's header, as the
         application gave it: writing the pieces with `socket.sendmsg` spares
         the copy that joining them takes. When no such payload is queued, the
         frames come joined into one piece, which one `send` writes faster
-        than a vector of many.
+        than a vector of many; with join=False they come as they were queued
+        (for output that will wait in a send queue: a broadcast's frame, the
+        same bytes for every peer, stays shared instead of being copied into
+        each peer's own piece).
         """
         outgoing = self._outgoing
         if not outgoing:
@@ -495,7 +563,7 @@ class WebSocketConnection:
         self._outgoing = []
         if self._vectored:
             self._vectored = False
-        elif len(outgoing) > 1:
+        elif len(outgoing) > 1 and join:
             outgoing = [b"".join(outgoing)]
         return outgoing
 
@@ -610,3 +678,4 @@ class WebSocketConnection:
         """The transport is gone or given up on (close timeout): CLOSED, code 1006."""
         self._aborted = True
         self._move(Cause.ABORT)
+        self._let_go()

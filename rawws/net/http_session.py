@@ -42,6 +42,7 @@ class HTTPSession:
         self.done = False      # the last answer is queued: what else comes is dropped
         self.backlog = False   # pipelined requests wait until our answers drain
         self.queued = 0        # unsent bytes at the last write: less now is progress
+        self.charged = 0       # bytes of request heads counted in server.budget
         self.deadline = time.monotonic() + server.handshake_timeout
         self.timer: Timer | None = server.loop.call_later(server.handshake_timeout,
                                                           self.on_timeout)
@@ -56,8 +57,18 @@ class HTTPSession:
             return     # the last answer is out: what else the peer sends is dropped, not buffered
         self.parser.feed(data)
         self.answer_requests()
+        if self.transport.session is self and not self.transport.closed:
+            self.charge_head()
 
-    def output(self) -> list:
+    def charge_head(self) -> None:
+        """Count what the request parser holds in the server's budget (charged,
+        never refused: a head is at most max_header_bytes)."""
+        held = 0 if self.done else self.parser.buffered
+        if held != self.charged:
+            self.server.budget.charge(held - self.charged)
+            self.charged = held
+
+    def output(self, join: bool = True) -> list:
         return []      # answers are queued whole with transport.write()
 
     def after_write(self, queued: int) -> None:
@@ -72,6 +83,12 @@ class HTTPSession:
 
     def closed(self) -> None:
         self.cancel_timer()
+        self.release_head()
+
+    def release_head(self) -> None:
+        if self.charged:
+            self.server.budget.release(self.charged)
+            self.charged = 0
 
     def go_away(self) -> None:
         """The server is shutting down: no answer is owed, close now."""
@@ -146,6 +163,7 @@ class HTTPSession:
         """The 101 is queued: hand the transport to a WebSocket session, with any
         bytes that came after the request."""
         self.cancel_timer()
+        self.release_head()
         leftover = self.parser.leftover()
         session = WebSocketSession(self.transport, protocol, request, subprotocol)
         self.transport.session = session

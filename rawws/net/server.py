@@ -11,6 +11,12 @@ Hostile clients (docs/security.md): a request head must be complete within
 `handshake_timeout` seconds (slowloris), past `max_connections` open
 sockets a new one gets a fixed 503 and is closed unread, and a WebSocket
 whose unsent output passes `max_write_buffer` (a slow reader) is dropped.
+
+One memory budget, `max_memory` bytes (rawws.budget), bounds what all the
+connections together hold for their peers: messages being received, send
+queues, request heads. Past it the biggest send queues of peers that do not
+read are dropped first (`shed`), a message that would not fit is refused
+with 1009, and new connections get a fixed 503 while it is exceeded.
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from ..budget import DEFAULT_MAX_MEMORY, MemoryBudget
 from ..deflate import DeflateOptions
 from ..errors import HTTPError
 from ..handshake import ServerPolicy, refusal_response
@@ -36,7 +43,8 @@ from .static import StaticFiles
 from .transport import Transport
 from .ws_session import WebSocket, WebSocketSession
 
-__all__ = ["DeflateOptions", "Server", "WebSocket", "WebSocketApp", "run_in_thread"]
+__all__ = ["DEFAULT_MAX_MEMORY", "DeflateOptions", "Server", "WebSocket", "WebSocketApp",
+           "run_in_thread"]
 
 log = logging.getLogger("rawws.server")
 
@@ -48,6 +56,30 @@ OVERLOAD_RETRY_AFTER = 5   # seconds, the 503's Retry-After (RFC 9110 §10.2.3)
 # Sent as is, without reading the request, to a connection past max_connections.
 OVERLOAD_RESPONSE = refusal_response(HTTPError(503, "server busy: too many connections",
                                                [("Retry-After", str(OVERLOAD_RETRY_AFTER))]))
+# The same, while the memory budget is exceeded.
+OVER_BUDGET_RESPONSE = refusal_response(HTTPError(503, "server busy: out of memory for new connections",
+                                                  [("Retry-After", str(OVERLOAD_RETRY_AFTER))]))
+# Shedding: a send queue this long means the peer is not keeping up (the
+# kernel's buffer is full as well); shorter ones are never dropped for the budget.
+SHED_MIN_QUEUE = 64 * 1024
+# A queue that has not shrunk for this long belongs to a peer that does not
+# read: those are shed first, the biggest first; then the longest unread.
+STALL_SECONDS = 1.0
+# At most this many are dropped in one loop turn: an application's goodbyes
+# to each (the chat broadcasts a leave to everyone) must not stall the rest.
+SHED_BATCH = 16
+# `kernel_unsent`: what the kernel may hold unsent for one socket
+# (TCP_NOTSENT_LOWAT, Linux); past it the output waits in our send queue,
+# where the budget counts it. Without it a peer that reads nothing parks the
+# whole autotuned send buffer (~3-4 MiB) in the kernel, unseen by the budget:
+# 500 such peers put a test machine's TCP stack under memory pressure. Off by
+# default: it costs big messages throughput (measured ~15% on 1 MiB echoes,
+# more wakeups to refill the socket); the chat, whose messages are small,
+# turns it on (chat/__main__.py).
+_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", None)
+# A message being received this long or shorter is ordinary: when it does not
+# fit, the connections holding the most are dropped to make room for it.
+ORDINARY_MESSAGE = 64 * 1024
 
 
 class WebSocketApp:
@@ -100,6 +132,8 @@ class Server:
                  read_pause_bytes: int = 1024 * 1024,
                  max_write_buffer: int | None = None,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                 max_memory: int = DEFAULT_MAX_MEMORY,
+                 kernel_unsent: int | None = None,
                  compression: DeflateOptions | None = DeflateOptions(),
                  backlog: int = 1024, tracer: WireTracer | None = None) -> None:
         self.app = app
@@ -118,7 +152,17 @@ class Server:
         self.close_timeout = close_timeout
         self.handshake_timeout = handshake_timeout
         self.max_connections = max_connections
-        self.refused = 0   # connections refused past max_connections, ever
+        self.refused = 0   # connections refused past max_connections or the budget, ever
+        # Bytes held for peers, all connections together (rawws.budget).
+        self.budget = MemoryBudget(max_memory, make_room=self._make_room)
+        # Queues are shed when the budget's use passes this: its limit, or a
+        # little more after a shed that found nothing to drop (no rescans per byte).
+        self.shed_at = max_memory
+        self._shed_retry: Timer | None = None
+        self.shed_quota = SHED_BATCH   # connections this loop turn may still shed
+        self.shed_count = 0        # connections dropped for the budget, ever
+        # TCP_NOTSENT_LOWAT for accepted sockets; None leaves the kernel's default.
+        self.kernel_unsent = kernel_unsent if _NOTSENT_LOWAT is not None else None
         self._refusal_logged = 0.0
         self.linger_timeout = linger_timeout
         self.read_pause_bytes = read_pause_bytes
@@ -182,18 +226,28 @@ class Server:
             if len(self.connections) >= self.max_connections:
                 self._refuse(sock)
                 continue
+            budget = self.budget
+            if budget.used > budget.limit:
+                self._refuse(sock, OVER_BUDGET_RESPONSE)
+                continue
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.kernel_unsent is not None:
+                try:
+                    sock.setsockopt(socket.IPPROTO_TCP, _NOTSENT_LOWAT, self.kernel_unsent)
+                except OSError:
+                    pass
             conn = Transport(self, sock, remote)
             self.connections.add(conn)
             self.loop.register(sock, EVENT_READ, conn.on_ready)
 
-    def _refuse(self, sock: socket.socket) -> None:
-        """Past max_connections: a fixed 503, then close; costs no state or timer."""
+    def _refuse(self, sock: socket.socket, response: bytes = OVERLOAD_RESPONSE) -> None:
+        """Past max_connections or the budget: a fixed 503, then close; costs no
+        state or timer."""
         self.refused += 1
         try:
             sock.setblocking(False)
-            sock.send(OVERLOAD_RESPONSE)   # a new socket's buffer takes it whole
+            sock.send(response)   # a new socket's buffer takes it whole
             # Read what came already (a request head): closing with unread
             # bytes would send a RST, which may overtake the 503.
             sock.recv(64 * 1024)
@@ -203,8 +257,13 @@ class Server:
         now = time.monotonic()
         if now - self._refusal_logged >= 1.0:   # one line a second at most, whatever the flood
             self._refusal_logged = now
-            log.warning("%d connections open, the limit: refusing new ones with 503 (%d so far)",
-                        len(self.connections), self.refused)
+            if response is OVERLOAD_RESPONSE:
+                log.warning("%d connections open, the limit: refusing new ones with 503 "
+                            "(%d so far)", len(self.connections), self.refused)
+            else:
+                log.warning("memory budget exceeded (%d of %d bytes): refusing new connections "
+                            "with 503 (%d so far)", self.budget.used, self.budget.limit,
+                            self.refused)
 
     def _resume_accepting(self) -> None:
         if not self.shutting_down:
@@ -215,6 +274,119 @@ class Server:
             batch, self.dirty = self.dirty, []
             for conn in batch:
                 conn.flush()
+        self.shed_quota = SHED_BATCH   # for the next loop turn
+
+    # ---- the memory budget -------------------------------------------------
+
+    def over_budget(self) -> None:
+        """A send queue took the budget past `shed_at`: shed the queues of peers
+        that do not read, down to a little under the limit (so that the next
+        bytes queued do not start a scan again)."""
+        budget = self.budget
+        slack = max(budget.output_reserve // 4, 1)
+        if budget.used > budget.limit + budget.output_reserve:
+            # Far over (the output grows faster than a batch a turn sheds):
+            # the bound comes first, whatever it costs the turn.
+            self.shed_quota -= self.shed(budget.limit - slack)
+        elif self.shed_quota > 0:
+            self.shed_quota -= self.shed(budget.limit - slack, most=self.shed_quota)
+        if budget.used <= budget.limit:
+            self.shed_at = budget.limit
+            return
+        # Not there yet. Scan again once it has grown, and next loop turn if
+        # this one's quota is spent (an application's goodbyes to each one
+        # dropped, and the other connections, are served in between), else
+        # once the queues that formed lately have stalled long enough.
+        self.shed_at = budget.used + slack
+        retry = self._shed_retry
+        if self.shed_quota <= 0:
+            if retry is not None:
+                retry.cancel()
+            self._shed_retry = self.loop.call_later(0.0, self._retry_shed)
+        elif retry is None:
+            self._shed_retry = self.loop.call_later(STALL_SECONDS, self._retry_shed)
+
+    def _retry_shed(self) -> None:
+        """A timer: shed on if still over (the loop turn's flush follows)."""
+        self._shed_retry = None
+        self.shed_at = self.budget.limit
+        if self.budget.used > self.budget.limit:
+            self.over_budget()
+
+    def shed(self, target: int, need: int = 0, owner: object = None, *,
+             readers: bool = True, receivers: bool = False, most: int | None = None) -> int:
+        """Drop connections until `need` more bytes fit under `target`, in this
+        order: send queues (of SHED_MIN_QUEUE or more) that have not shrunk for
+        STALL_SECONDS, the biggest first: peers that do not read; with
+        `readers`, the other queues, the longest unread first; with
+        `receivers`, messages being received bigger than `need`, the biggest
+        first. Never the connection whose protocol is `owner`; at most `most`
+        of them. Returns how many were dropped."""
+        budget = self.budget
+        if budget.used + need <= target:
+            return 0
+        dropped = 0
+        stalled_before = time.monotonic() - STALL_SECONDS
+        stalled, reading = [], []
+        for conn in self.connections:
+            if conn.out.size >= SHED_MIN_QUEUE and (
+                    owner is None or getattr(conn.session, "protocol", None) is not owner):
+                (stalled if conn.read_at <= stalled_before else reading).append(conn)
+        stalled.sort(key=lambda conn: conn.out.size, reverse=True)
+        order = stalled
+        if readers:
+            reading.sort(key=lambda conn: conn.read_at)
+            order += reading
+        victims = []
+        freed = 0
+        now = time.monotonic()
+        for conn in order:
+            if budget.used - freed + need <= target or len(victims) == most:
+                break
+            victims.append((conn, f"{conn.out.size} bytes queued, "
+                                  f"none read for {now - conn.read_at:.1f} s"))
+            freed += conn.charged
+        self._drop(victims)
+        dropped = len(victims)
+        if not receivers or budget.used + need <= target or dropped == most:
+            return dropped
+        holders = sorted((conn for conn in self.connections
+                          if type(conn.session) is WebSocketSession
+                          and conn.session.protocol.held_bytes > need
+                          and conn.session.protocol is not owner),
+                         key=lambda conn: conn.session.protocol.held_bytes, reverse=True)
+        for conn in holders:
+            if conn.closed:
+                continue
+            self._shed_one(conn, f"{conn.session.protocol.held_bytes} bytes of a message "
+                                 "being received")
+            dropped += 1
+            if budget.used + need <= target or dropped == most:
+                return dropped
+        return dropped
+
+    def _drop(self, victims: list[tuple[Transport, str]]) -> None:
+        """Drop these together: every one's WebSocket ends first, so that the
+        application's goodbyes for each (the chat broadcasts a leave) skip the
+        others at the cost of a test, then each socket is closed."""
+        for conn, _ in victims:
+            if type(conn.session) is WebSocketSession:
+                conn.session.protocol.abort()
+        for conn, why in victims:
+            if not conn.closed:
+                self._shed_one(conn, why)
+
+    def _shed_one(self, conn: Transport, why: str) -> None:
+        self.shed_count += 1
+        log.warning("%s:%s dropped for the memory budget (%d of %d bytes used): %s",
+                    *conn.remote[:2], self.budget.used, self.budget.limit, why)
+        conn.teardown()
+
+    def _make_room(self, size: int, owner: object) -> None:
+        """A message being received does not fit. An ordinary one gets room from
+        the biggest holders; a big one is refused (1009) and sheds no one."""
+        if size <= ORDINARY_MESSAGE:
+            self.shed(self.budget.receive_limit, size, owner, readers=False, receivers=True)
 
     def install_signal_handlers(self) -> None:
         """Make SIGINT/SIGTERM shut down gracefully (main thread only).

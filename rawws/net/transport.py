@@ -26,10 +26,16 @@ Backpressure: while more than `read_pause_bytes` wait to be sent, the
 socket is not read, so a peer that never reads cannot make us queue
 answers without bound; a session may set a hard cap (`max_queued`) past
 which the peer is dropped.
+
+The server's memory budget (rawws.budget): whenever the queue's size
+changes, the change is charged to `server.budget` (`charged` is what this
+transport counts there now), and given back when the socket is closed.
+Past the budget the server sheds the biggest queues first (`Server.shed`).
 """
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable
 from enum import Enum
 from typing import TYPE_CHECKING, Protocol
@@ -74,8 +80,10 @@ class Session(Protocol):
     def receive(self, data: memoryview) -> None:
         """Bytes from the peer, valid until the next read; b"" is its EOF."""
 
-    def output(self) -> list:
-        """Pieces the session has queued for the peer since the last call."""
+    def output(self, join: bool = True) -> list:
+        """Pieces the session has queued for the peer since the last call;
+        join=False: as they were made, not joined into one (they will wait in
+        the send queue, where a broadcast's shared frame had better stay shared)."""
 
     # Called when output moved on, with the bytes still waiting; None: not needed.
     after_write: Callable[[int], None] | None
@@ -94,6 +102,10 @@ class Transport:
         self.remote = remote
         self.state = TransportState.OPEN
         self.out = SendQueue()   # what the socket has not taken yet
+        self.charged = 0         # out.size as last charged to server.budget
+        # When the peer last took queued bytes, or the queue formed: a peer
+        # whose queue has not shrunk for long is one that does not read (Server.shed).
+        self.read_at = 0.0
         self.events = EVENT_READ
         self.finishing = False   # the session is done: close once the output is out
         self.dirty = False       # listed in server.dirty, to be flushed after this loop turn
@@ -167,15 +179,17 @@ class Transport:
         self.dirty = False
         if self.state is TransportState.CLOSED:
             return
-        pieces = self.session.output()
         out = self.out
         if self.events & EVENT_WRITE:
             # A write is already waiting for the socket: queue behind it, and
             # check the limits now, since a peer that never reads never makes
-            # the socket writable again.
-            out.extend(pieces)
+            # the socket writable again. The pieces are queued as they were
+            # made: a broadcast's frame stays one object shared by every queue.
+            out.extend(self.session.output(False))
             self.after_write()
-        elif len(pieces) == 1 and not out.size:
+            return
+        pieces = self.session.output()
+        if len(pieces) == 1 and not out.size:
             # The usual case: one frame, nothing queued, so send it directly
             # and queue only the part the kernel did not take.
             sent = self.send_some(pieces)
@@ -224,17 +238,37 @@ class Transport:
             session.after_write(out.size)
             if self.state is TransportState.CLOSED:
                 return
+        size = out.size
+        if size != self.charged:
+            # The queue grew or shrank: the budget hears the change (one
+            # test when nothing is queued, the usual case).
+            self.charge_queue(size)
+            if self.state is TransportState.CLOSED:   # shed, for the budget
+                return
         limit = session.max_queued
-        if limit is not None and out.size > limit:
+        if limit is not None and size > limit:
             self.server.log.warning("%s:%s dropped: %d bytes unread by the peer",
-                                    *self.remote[:2], out.size)
+                                    *self.remote[:2], size)
             self.teardown()
             return
-        if not out.size and self.finishing:
+        if not size and self.finishing:
             self._finish()
             if self.state is TransportState.CLOSED:
                 return
         self.update_interest()
+
+    def charge_queue(self, size: int) -> None:
+        """Charge the change of the queue's size to the server's budget; past
+        its limit, the server sheds (this connection too, if it is the one)."""
+        server = self.server
+        budget = server.budget
+        charged = self.charged
+        if size < charged or not charged:   # the peer took some, or the queue forms now
+            self.read_at = time.monotonic()
+        budget.used += size - charged
+        self.charged = size
+        if budget.used > server.shed_at:
+            server.over_budget()
 
     def update_interest(self) -> None:
         state = self.state
@@ -286,6 +320,11 @@ class Transport:
             self.linger_timer.cancel()
         self.loop.unregister(self.sock)
         self.server.connections.discard(self)
+        # What it queued will never be sent: let it go, and out of the budget.
+        if self.charged:
+            self.server.budget.used -= self.charged
+            self.charged = 0
+        self.out = SendQueue()
         try:
             self.sock.close()
         except OSError:

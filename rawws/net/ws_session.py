@@ -111,6 +111,8 @@ class WebSocketSession:
         self.server = server = transport.server
         self.app = server.app
         self.protocol = protocol
+        # What it holds of messages being received counts in the server's budget.
+        protocol.budget = server.budget
         self.max_queued = server.max_write_buffer   # a slow reader of broadcasts is dropped
         self.app_closed = False                     # on_close has been called
         self.close_timer: Timer | None = None
