@@ -214,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python -m chat: cannot listen on {args.host}:{args.port}: {error.strerror or error}",
               file=sys.stderr)
         return 1
+    server.files = HealthCheck(server.files, app, fail_when_down=args.healthz_fail_when_down)
     backplane = None
     if args.backplane:
         backplane = RedisBackplane(server.loop, args.backplane, args.room, ttl=args.backplane_ttl,
@@ -226,7 +227,6 @@ def main(argv: list[str] | None = None) -> int:
             backplane.close()
             server.listener.close()
             return 1
-    server.files = HealthCheck(server.files, app, fail_when_down=args.healthz_fail_when_down)
     host = f"[{server.host}]" if ":" in server.host else server.host
     server.install_signal_handlers()   # before the line a script may answer with a signal
     print(f"Serving on http://{host}:{server.port}/", flush=True)

@@ -48,14 +48,15 @@ import logging
 import os
 import secrets
 import socket
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rawws.close import CLOSE_POLICY_VIOLATION
-from rawws.net.loop import EventLoop, Timer
 from rawws.errors import RedisError
+from rawws.net.loop import EventLoop, Timer
 from rawws.net.redis import Reconnector, RedisConnection, ReplyFuture, parse_url
 from rawws.resp import NEED_DATA, RespParser, encode_command
 
@@ -253,7 +254,8 @@ redis.call('HDEL', P .. 'names', key)
 xadd('k', 'leave', 's', me, 'm', token, 't', now, 'p', op, 'n', n)
 return 1
 """,
-    # ARGV[5] ttl in ms. Renews this server; reaps every server whose heartbeat expired.
+    # ARGV[5] ttl in ms. Renews this server; reaps every server whose heartbeat
+    # expired. Returns {users reaped, the servers alive}.
     "heartbeat": r"""
 redis.call('SET', P .. 'alive:' .. me, '1', 'PX', ARGV[5])
 redis.call('SADD', P .. 'servers', me)
@@ -272,7 +274,7 @@ for _, s in ipairs(redis.call('SMEMBERS', P .. 'servers')) do
     redis.call('SREM', P .. 'servers', s)
   end
 end
-return reaped
+return {reaped, redis.call('SMEMBERS', P .. 'servers')}
 """,
     # ARGV[5] ttl in ms, ARGV[6] the highest message id this server has seen,
     # then (token, name, key) of each of its users. Says hello after a
@@ -386,6 +388,7 @@ class RedisBackplane(Backplane):
         self._on_ready: Callable[[Exception | None], object] | None = None
         self._heartbeat: Timer | None = None
         self._startup_timer: Timer | None = None
+        self._absent: dict[str, float] = {}   # servers of the room unknown to Redis, since when
         self._closed = False
         self.command = Reconnector(loop, self.address, name="backplane",
                                    on_up=self._command_up, on_down=self._command_down,
@@ -542,9 +545,25 @@ class RedisBackplane(Backplane):
         self._schedule_heartbeat()
 
     def _beaten(self, future: ReplyFuture) -> None:
-        error = future.error()
-        if error is None and future.result():
-            log.info("backplane: %d user(s) of stopped servers left", future.result())
+        if future.error() is not None:
+            return
+        reaped, alive = future.result()
+        if reaped:
+            log.info("backplane: %d user(s) of stopped servers left", reaped)
+        # Users of a server that Redis no longer knows (it died while Redis
+        # was away, or Redis restarted empty) have no one to say they left:
+        # after a whole ttl without that server, this server says so itself.
+        alive = {server.decode() for server in alive}
+        now = self.loop_time()
+        for server in self.room.servers - alive - {self.server_id}:
+            since = self._absent.setdefault(server, now)
+            if now - since >= self.ttl:
+                log.info("backplane: server %s is gone; its users leave", server)
+                self.room.drop_server(server)
+                del self._absent[server]
+        for server in list(self._absent):
+            if server in alive:
+                del self._absent[server]
 
     # ---- requests ------------------------------------------------------------------------
 
@@ -656,3 +675,7 @@ class RedisBackplane(Backplane):
 
     def _now(self) -> int:
         return self.room._now_ms()
+
+    @staticmethod
+    def loop_time() -> float:
+        return time.monotonic()

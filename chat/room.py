@@ -258,6 +258,11 @@ class Room:
         return [(owner[1], name) for owner, name in self._users.items()
                 if owner[0] == self.server_id and owner[1] in self._by_token]
 
+    @property
+    def servers(self) -> set[str]:
+        """The ids of the servers whose users are in the room."""
+        return {server for server, _token in self._users}
+
     def holder(self, name: str) -> tuple[str, int] | None:
         """The owner (server id, token) holding `name` (or a name equal to it), if any."""
         return self._names.get(m.name_key(name))
@@ -425,7 +430,9 @@ class Room:
         return True
 
     def refused(self, token: int, kind: str) -> None:
-        """The backplane's answer to a join or rename that found the name taken."""
+        """The backplane's answer to a join or rename (`kind`: JOIN or RENAME)
+        that found the name taken."""
+        kind = m.JOIN if kind == JOIN else m.RENAME
         member = self._by_token.get(token)
         if member is None or member.busy != kind:
             return
