@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 3490
 
-.PHONY: run echo test bench bench-quick bench-refs clean conformance conformance-quick fuzz
+.PHONY: run echo test bench bench-quick bench-refs bench-backplane clean conformance conformance-quick fuzz
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ bench: $(STAMP) $(LOADGEN) bench-refs
 
 bench-quick: $(STAMP) $(LOADGEN) bench-refs
 	$(PY) -m benchmarks --quick
+
+# The chat's fan-out through the Redis backplane, 2 workers, beside one process
+# (benchmarks/backplane.py, docs/scaling.md); needs Debian's redis-server.
+bench-backplane: $(STAMP) $(LOADGEN)
+	$(PY) -m benchmarks.backplane
 
 # The parser fuzz tests, long: FUZZ_SEEDS seeds, each test up to FUZZ_SECONDS
 # per seed (about 18 x 6 x 5 s = 9 minutes by default); `make test` runs them briefly.

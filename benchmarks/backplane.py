@@ -1,0 +1,195 @@
+"""The chat's fan-out through the Redis backplane (docs/scaling.md).
+
+    python -m benchmarks.backplane [--quick] [--repeats R]     (`make bench-backplane`)
+
+The C load generator's `fanout` mode (N receivers in one room, one sender,
+at most 10 messages not yet at every receiver) against:
+
+- `1 process`: `python -m chat`, no backplane: today's chat;
+- `2 workers + Redis`: `python -m chat --workers 2 --backplane redis://...`
+  on one port, the receivers spread over both workers by the kernel, every
+  message through one redis-server (Debian's), started here in a temporary
+  directory on a free port.
+
+Each row: deliveries/s (messages x receivers, over the time from the first
+send to the last delivery), the delivery delay p50/p99 (send to receipt,
+at every receiver), the CPU seconds of the chat processes and of Redis for
+the whole run (the joins and leaves included), and Redis's own time per
+script call and per XREAD (INFO commandstats). The median of R runs, alternating the setups.
+Loopback only, every run bounded; results go to benchmarks/backplane.json
+and are printed as a table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import BENCH_DIR, loadgen
+from .procs import ServerProcess, cpu_seconds, raise_fd_limit
+
+RESULTS = BENCH_DIR / "backplane.json"
+CHAT = [sys.executable, "-m", "chat", "--port", "0", "--rate", "0", "--flood-kick", "0",
+        "--log-level", "WARNING", "--ping-interval", "0"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Redis:
+    """A throwaway redis-server on a free 127.0.0.1 port, nothing saved."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.directory = tempfile.mkdtemp(prefix="bench-redis-")
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.directory, "--logfile", "redis.log"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise RuntimeError("redis-server did not start")
+                time.sleep(0.05)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def command_stats(self) -> dict[str, dict[str, float]]:
+        """INFO commandstats: {"evalsha": {"calls": ..., "usec_per_call": ...}, ...}."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            sock.sendall(b"*2\r\n$4\r\nINFO\r\n$12\r\ncommandstats\r\n")
+            data = b""
+            while not data.endswith(b"\r\n") or data.count(b"\r\n") < 2:
+                data += sock.recv(65536)
+        stats = {}
+        for line in data.decode().splitlines():
+            if line.startswith("cmdstat_"):
+                name, fields = line[len("cmdstat_"):].split(":", 1)
+                stats[name] = {key: float(value) for key, value in
+                               (field.split("=") for field in fields.split(","))
+                               if key in ("calls", "usec", "usec_per_call")}
+        return stats
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(10)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as found:
+            return [int(child) for child in found.read().split()]
+    except OSError:
+        return []
+
+
+def run_once(setup: str, receivers: int, messages: int, binary: Path) -> dict:
+    redis = Redis() if setup != "1 process" else None
+    argv = list(CHAT)
+    if redis is not None:
+        argv += ["--backplane", redis.url, "--workers", "2"]
+    try:
+        with ServerProcess(argv, cpu=None) as server:
+            time.sleep(0.5)
+            pids = children(server.pid) or [server.pid]
+            chat_cpu = sum(cpu_seconds(pid) for pid in pids)
+            redis_cpu = cpu_seconds(redis.process.pid) if redis else 0.0
+            report = loadgen.run(binary, "fanout", server.port,
+                                 ["--conns", str(receivers), "--messages", str(messages),
+                                  "--window", "10", "--duration", "60", "--close-timeout", "30"],
+                                 cpu=None, timeout=240)
+            chat_cpu = sum(cpu_seconds(pid) for pid in pids) - chat_cpu
+            redis_cpu = (cpu_seconds(redis.process.pid) - redis_cpu) if redis else None
+            stats = redis.command_stats() if redis else {}
+    finally:
+        if redis is not None:
+            redis.stop()
+    sent = report.get("messages") or messages
+    return {"setup": setup, "receivers": receivers, "messages": sent,
+            "deliveries_per_s": report.get("deliveries_per_s"),
+            "p50_ms": report.get("p50_us", 0) / 1000, "p99_ms": report.get("p99_us", 0) / 1000,
+            # Whole runs: the N joins (N x N/2 deliveries) and leaves are in these too.
+            "chat_cpu_s": chat_cpu, "redis_cpu_s": redis_cpu,
+            # Redis's own time per script call and per XREAD (INFO commandstats).
+            "redis_evalsha_us": stats.get("evalsha", {}).get("usec_per_call"),
+            "redis_xread_us": stats.get("xread", {}).get("usec_per_call"),
+            "complete": report.get("complete"), "errors": report.get("errors"),
+            "error": report.get("error")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.backplane",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer messages, one run each")
+    parser.add_argument("--repeats", type=int, default=None, help="runs of each row (default 3)")
+    args = parser.parse_args(argv)
+    repeats = args.repeats or (1 if args.quick else 3)
+    raise_fd_limit()
+    binary = loadgen.build()
+    rows = [(1000, 60 if args.quick else 200), (5000, 20 if args.quick else 60)]
+    setups = ["1 process", "2 workers + Redis"]
+    runs: dict[tuple[str, int], list[dict]] = {}
+    for _ in range(repeats):
+        for receivers, messages in rows:
+            for setup in setups:
+                print(f"  {setup}, {receivers} receivers, {messages} messages...", flush=True)
+                try:
+                    result = run_once(setup, receivers, messages, binary)
+                except Exception as error:   # one failed run spoils no other
+                    result = {"setup": setup, "receivers": receivers, "error": str(error)}
+                runs.setdefault((setup, receivers), []).append(result)
+    table = []
+    for (setup, receivers), results in runs.items():
+        good = [r for r in results if r.get("deliveries_per_s") and not r.get("errors")]
+
+        def med(key: str) -> float | None:
+            values = [r[key] for r in good if r.get(key) is not None]
+            return statistics.median(values) if values else None
+
+        table.append({"setup": setup, "receivers": receivers, "runs": len(results),
+                      "good_runs": len(good), "deliveries_per_s": med("deliveries_per_s"),
+                      "p50_ms": med("p50_ms"), "p99_ms": med("p99_ms"),
+                      "chat_cpu_s": med("chat_cpu_s"), "redis_cpu_s": med("redis_cpu_s"),
+                      "redis_evalsha_us": med("redis_evalsha_us"),
+                      "redis_xread_us": med("redis_xread_us"),
+                      "errors": [r.get("error") for r in results if r.get("error")]})
+    RESULTS.write_text(json.dumps({"cpus": os.cpu_count(), "quick": args.quick,
+                                   "repeats": repeats, "rows": table, "runs": runs and [
+                                       r for results in runs.values() for r in results]},
+                                  indent=2) + "\n")
+    print(f"\n{'setup':<20} {'receivers':>9} {'deliveries/s':>13} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'chat CPU s':>11} {'Redis CPU s':>12} {'EVALSHA µs':>11} {'XREAD µs':>9}")
+    for row in table:
+        def show(value, spec):
+            return format(value, spec) if value is not None else "-"
+        print(f"{row['setup']:<20} {row['receivers']:>9} {show(row['deliveries_per_s'], '13,.0f')} "
+              f"{show(row['p50_ms'], '8.1f')} {show(row['p99_ms'], '8.1f')} "
+              f"{show(row['chat_cpu_s'], '11.1f')} {show(row['redis_cpu_s'], '12.2f')} "
+              f"{show(row['redis_evalsha_us'], '11.1f')} {show(row['redis_xread_us'], '9.1f')}"
+              + (f"  errors: {row['errors']}" if row["errors"] else ""))
+    print(f"\n(written to {RESULTS})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
