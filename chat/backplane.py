@@ -518,7 +518,7 @@ class RedisBackplane(Backplane):
             # A name another server's user took while this server was away
             # from Redis: that user keeps it; ours is closed.
             token = int(token)
-            member = self.room._by_token.get(token)
+            member = self.room.member_by_token(token)
             if member is not None:
                 log.warning("backplane: %r was taken on another server while Redis was "
                             "away; closing %s", member.name, member.label)
@@ -674,7 +674,7 @@ class RedisBackplane(Backplane):
             return None
 
     def _now(self) -> int:
-        return self.room._now_ms()
+        return self.room.now_ms()
 
     @staticmethod
     def loop_time() -> float:

@@ -12,6 +12,15 @@ and, for broadcasts, what `rawws.net.broadcast.broadcast` uses of them
 so the tests drive it with fakes and an injected clock. The rules it applies,
 v1 and v2 side by side, are those of docs/protocol.md.
 
+The room decides about its own connections (validation, rate limits, errors
+to the sender only) and asks its backplane (chat/backplane.py) for every
+change to what the whole room shares: names, message ids, history, the
+user list. The backplane answers with events, and `Room.apply` is where
+they change the shared state and are broadcast. The default backplane is
+this process alone and answers at once; with Redis (`--backplane`) the
+same events come back from a Redis stream, in the same order on every
+server (docs/scaling.md).
+
 A send to a connection that is closing or closed returns False and does
 nothing, and never raises; the room just moves on. Such a connection leaves
 the room the one way every connection does: the server calls the app's
@@ -269,6 +278,11 @@ class Room:
 
     def member(self, conn: Any) -> Member | None:
         return self._members.get(id(conn))
+
+    def member_by_token(self, token: int) -> Member | None:
+        """This server's member with that token, while it is connected."""
+        member = self._by_token.get(token)
+        return member if member is not None and id(member.conn) in self._members else None
 
     def __len__(self) -> int:
         return len(self._members)
@@ -621,3 +635,5 @@ class Room:
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
+
+    now_ms = _now_ms   # the room's clock, for its backplane

@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from rawws.errors import ConnectionClosed
 from rawws.resp import NEED_DATA, RespParser, encode_command
 
 try:
@@ -93,6 +94,17 @@ def test_an_unreachable_backplane_is_one_line_and_a_non_zero_exit(workers):
     assert "Serving on" not in result.stdout
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "backplane" in lines[0] and str(port) in lines[0], lines
+
+
+def test_healthz_without_a_backplane_says_off(cluster):
+    alone = cluster()
+    user = client(cluster, alone.port, 2, "Ada")
+    client(cluster, alone.port, 1)
+    status = health(alone.port)
+    assert status["httpStatus"] == 200
+    assert (status["backplane"], status["connections"], status["users"],
+            status["roomUsers"]) == ("off", 2, 1, 1)
+    user.close()
 
 
 # ---- one room across servers and workers ----------------------------------------------
@@ -224,6 +236,36 @@ def test_sigkill_of_a_worker_restarts_it_and_the_room_goes_on(redis_server, clus
     newcomer = client(cluster, workers.port, 1, "Newcomer")
     newcomer.say("still here")
     watcher.wait_text("still here")
+
+
+def test_sigterm_to_the_supervisor_closes_every_websocket_with_1001_and_exits_0(redis_server,
+                                                                                cluster):
+    redis = redis_server()
+    workers = cluster("--backplane", redis.url, "--workers", "2", "--close-timeout", "2")
+    users = [client(cluster, workers.port, version, f"U{i}")
+             for i, version in enumerate((1, 2, 1, 2, 2, 1))]
+    users[0].say("before the end")
+    for user in users:
+        user.wait_text("before the end")
+    codes: list[int | None] = []
+
+    def read_until_closed(user: ChatClient) -> None:
+        try:
+            while True:
+                user.ws.recv(timeout=20)
+        except ConnectionClosed as closed:
+            codes.append(closed.code)
+        except Exception:
+            codes.append(None)
+
+    readers = [threading.Thread(target=read_until_closed, args=(user,)) for user in users]
+    for reader in readers:
+        reader.start()
+    assert workers.stop() == 0, workers.log
+    for reader in readers:
+        reader.join(30)
+    assert codes == [1001] * len(users), codes
+    assert workers.lines("all workers stopped")
 
 
 def _closed(user: ChatClient) -> bool:
