@@ -175,6 +175,12 @@ def test_two_servers_and_two_workers_are_one_room(redis_server, cluster):
     assert [item["id"] for item in history] == ids
     assert set(late.received[0]["payload"]["users"]) >= {"Ada", "Bob", "Cy", "Dee", "Eve", "Fay",
                                                          "Bob (2)", "Zed", "Late"}
+    # So does a joiner on a server started after all that (it read the room from Redis).
+    newer = cluster("--backplane", redis.url)
+    newest = client(cluster, newer.port, 2, "Newest")
+    assert newest.received[0]["payload"]["history"] == history
+    assert newest.received[0]["payload"]["users"] == late.received[0]["payload"]["users"] + [
+        "Newest"]
 
     # A leave on one server is heard on the others; the name is free again.
     dee.close()
@@ -186,8 +192,8 @@ def test_two_servers_and_two_workers_are_one_room(redis_server, cluster):
     assert status["httpStatus"] == 200 and status["backplane"] == "up"
     zed_here = answers[0] == "chat-welcome"
     assert status["users"] == 3 + zed_here   # Ada, Bob, the new Dee, and Zed if it won here
-    # Ada, Bob, Cy, Eve, Fay, Bob (2), Zed, Late, Dee again: everyone, every server.
-    assert status["roomUsers"] == 9
+    # Ada, Bob, Cy, Eve, Fay, Bob (2), Zed, Late, Newest, Dee again: everyone, every server.
+    assert status["roomUsers"] == 10
 
 
 def test_sigkill_of_a_server_brings_its_users_leaves_to_the_others(redis_server, cluster):
