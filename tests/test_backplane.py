@@ -227,7 +227,7 @@ def test_sigkill_of_a_worker_restarts_it_and_the_room_goes_on(redis_server, clus
     victim_pid = int(victim_id.split(":")[-2])
     # Users on both workers (the kernel spreads connections: join until one
     # lands on the victim).
-    users = [client(cluster, workers.port, 2, f"W{i}") for i in range(8)]
+    users = [client(cluster, workers.port, 2, f"W{i}") for i in range(12)]
     watcher.wait_for(joined(users[-1].name))
 
     os.kill(victim_pid, signal.SIGKILL)
@@ -248,10 +248,12 @@ def test_sigterm_to_the_supervisor_closes_every_websocket_with_1001_and_exits_0(
                                                                                 cluster):
     redis = redis_server()
     workers = cluster("--backplane", redis.url, "--workers", "2", "--close-timeout", "2")
+    outside = cluster("--backplane", redis.url)
+    watcher = client(cluster, outside.port, 2, "Watcher")
     users = [client(cluster, workers.port, version, f"U{i}")
              for i, version in enumerate((1, 2, 1, 2, 2, 1))]
     users[0].say("before the end")
-    for user in users:
+    for user in users + [watcher]:
         user.wait_text("before the end")
     codes: list[int | None] = []
 
@@ -272,6 +274,9 @@ def test_sigterm_to_the_supervisor_closes_every_websocket_with_1001_and_exits_0(
         reader.join(30)
     assert codes == [1001] * len(users), codes
     assert workers.lines("all workers stopped")
+    # The other servers hear that its users left.
+    for user in users:
+        watcher.wait_for(left(user.name), timeout=30)
 
 
 def _closed(user: ChatClient) -> bool:
