@@ -95,6 +95,46 @@ class Redis:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+def script_costs(calls: int = 20_000) -> dict[str, float]:
+    """Redis's own time per `join` and per `say` script (INFO commandstats), each
+    run `calls` times, pipelined, on a Redis of its own: what a message costs Redis."""
+    from chat.backplane import SCRIPTS, SHAS
+    from rawws.resp import NEED_DATA, RespParser, encode_command
+
+    redis = Redis()
+    prefix = "rawws:chat:bench:"
+    fields = '"username":"user1","message":"an ordinary chat message, some sixty characters long"'
+    makers = {
+        "join": lambda i: ("EVALSHA", SHAS["join"], 0, prefix, 10000, "server", 1, i, i,
+                           f"user{i}", f"user{i}"),
+        "say": lambda i: ("EVALSHA", SHAS["say"], 0, prefix, 10000, "server", 1, 1, i, fields,
+                          100),
+    }
+    costs = {}
+    try:
+        with socket.create_connection(("127.0.0.1", redis.port), timeout=30) as sock:
+            def call(commands: list[tuple]) -> list:
+                sock.sendall(b"".join(encode_command(*command) for command in commands))
+                parser, replies = RespParser(), []
+                while len(replies) < len(commands):
+                    parser.feed(sock.recv(1 << 20))
+                    while (reply := parser.next_reply()) is not NEED_DATA:
+                        replies.append(reply)
+                return replies
+
+            call([("SCRIPT", "LOAD", source) for source in SCRIPTS.values()])
+            for name, make in makers.items():
+                call([("CONFIG", "RESETSTAT")])
+                call([make(i) for i in range(1, calls + 1)])
+                info = call([("INFO", "commandstats")])[0].decode()
+                for line in info.splitlines():
+                    if line.startswith("cmdstat_evalsha:"):
+                        costs[f"{name}_us"] = float(line.split("usec_per_call=")[1].split(",")[0])
+    finally:
+        redis.stop()
+    return costs
+
+
 def children(pid: int) -> list[int]:
     try:
         with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as found:
@@ -173,7 +213,10 @@ def main(argv: list[str] | None = None) -> int:
                       "redis_evalsha_us": med("redis_evalsha_us"),
                       "redis_xread_us": med("redis_xread_us"),
                       "errors": [r.get("error") for r in results if r.get("error")]})
+    print("  Redis's time per script...", flush=True)
+    costs = script_costs()
     RESULTS.write_text(json.dumps({"cpus": os.cpu_count(), "quick": args.quick,
+                                   "redis_script_us": costs,
                                    "repeats": repeats, "rows": table, "runs": runs and [
                                        r for results in runs.values() for r in results]},
                                   indent=2) + "\n")
@@ -187,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{show(row['chat_cpu_s'], '11.1f')} {show(row['redis_cpu_s'], '12.2f')} "
               f"{show(row['redis_evalsha_us'], '11.1f')} {show(row['redis_xread_us'], '9.1f')}"
               + (f"  errors: {row['errors']}" if row["errors"] else ""))
+    print(f"\nRedis's own time per script, alone: join {costs.get('join_us', 0):.1f} µs, "
+          f"say (a message) {costs.get('say_us', 0):.1f} µs")
     print(f"\n(written to {RESULTS})")
     return 0
 
