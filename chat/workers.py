@@ -78,17 +78,18 @@ class Worker:
             self.lines.put(line.strip())
         self.lines.put(None)
 
-    def wait_serving(self, timeout: float) -> bool:
+    def wait_serving(self, timeout: float) -> str | None:
+        """Its `Serving on ...` line, or None if it exits or is silent too long."""
         deadline = time.monotonic() + timeout
         while True:
             try:
                 line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
-                return False
+                return None
             if line is None:
-                return False
+                return None
             if line.startswith("Serving on "):
-                return True
+                return line
 
 
 def run(args, argv: list[str]) -> int:
@@ -121,14 +122,18 @@ def run(args, argv: list[str]) -> int:
 
     workers = [Worker(i, worker_argv) for i in range(args.workers)]
     deadline = time.monotonic() + START_TIMEOUT
+    serving = []
     for worker in workers:
-        if stopping.is_set() or not worker.wait_serving(max(0.1, deadline - time.monotonic())):
+        line = None if stopping.is_set() else worker.wait_serving(
+            max(0.1, deadline - time.monotonic()))
+        if line is None:
             print("python -m chat: a worker did not start (its log is above)", file=sys.stderr)
             _stop_all(workers, args.close_timeout)
             holder.close()
             return 1
-    host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"Serving on http://{host}:{port}/", flush=True)
+        serving.append(line)
+    # The workers' line, once: they all serve the same scheme, host and port.
+    print(serving[0], flush=True)
     log.info("%d workers serving, pids %s", len(workers), [w.process.pid for w in workers])
 
     failures = 0   # workers that died soon after starting, in a row
