@@ -109,6 +109,11 @@ class Backplane:
     def is_up(self) -> bool:
         return True
 
+    @property
+    def state(self) -> str:
+        """For /healthz: "off" (one process), or "up" or "down" (Redis)."""
+        return "off"
+
     def attach(self, room: Room) -> None:
         self.room = room
 
@@ -403,6 +408,10 @@ class RedisBackplane(Backplane):
     @property
     def is_up(self) -> bool:
         return self.synced and self.command.is_up
+
+    @property
+    def state(self) -> str:
+        return "up" if self.is_up else "down"
 
     # ---- starting and stopping ------------------------------------------------------
 

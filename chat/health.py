@@ -31,8 +31,7 @@ class HealthCheck:
 
     def status(self) -> dict:
         room = self.app.room
-        backplane = room.backplane
-        state = "off" if backplane.server_id == "local" else ("up" if backplane.is_up else "down")
+        state = room.backplane.state
         return {"status": "ok" if state != "down" else "backplane-down",
                 "connections": len(room), "users": len(room.local_users),
                 "roomUsers": len(room.users), "backplane": state, "server": room.server_id}
