@@ -38,7 +38,8 @@ While Redis is away the backplane answers as the LocalBackplane does, so
 the server's own users keep chatting among themselves; when it is back,
 the server says hello (`sync`: re-claims its users' names, and tells the
 others who it has now), the reader resumes from the last stream id it saw,
-and so it misses nothing Redis accepted meanwhile.
+and so it misses nothing Redis accepted meanwhile (unless the stream's cap
+dropped it: then the server reads the room's users again).
 """
 from __future__ import annotations
 
@@ -342,13 +343,14 @@ redis.call('DEL', P .. 'held:' .. me, P .. 'alive:' .. me)
 redis.call('SREM', P .. 'servers', me)
 return 1
 """,
-    # The room as it is: the last stream id, the names, the history, the last message id.
+    # The room as it is: the last stream id, the names, the history, the last
+    # message id, the servers.
     "snapshot": r"""
 local last = redis.call('XREVRANGE', P .. 'stream', '+', '-', 'COUNT', 1)
 local id = '0-0'
 if #last > 0 then id = last[1][1] end
 return {id, redis.call('HGETALL', P .. 'names'), redis.call('LRANGE', P .. 'history', 0, -1),
-        redis.call('GET', P .. 'msgid') or '0'}
+        redis.call('GET', P .. 'msgid') or '0', redis.call('SMEMBERS', P .. 'servers')}
 """,
 }
 SCRIPTS = {name: _PRELUDE + body for name, body in SCRIPTS.items()}
@@ -480,7 +482,7 @@ class RedisBackplane(Backplane):
                 log.warning("backplane: could not say goodbye to Redis: %s", error)
 
     def _seed(self, snapshot: list) -> None:
-        last_id, names, history, msgid = snapshot
+        last_id, names, history, msgid, _servers = snapshot
         self.last_seen = last_id.decode()
         users = []
         for i in range(1, len(names), 2):
@@ -641,7 +643,43 @@ class RedisBackplane(Backplane):
 
     def _reader_up(self, connection: RedisConnection) -> None:
         connection.command("CLIENT", "SETNAME", f"rawws-chat:{self.server_id}:reader")
+        # Is the last event this server read still in the stream? If not, the
+        # cap dropped it, and maybe more it had not read (it was away for more
+        # than the last `stream_length` events), or Redis restarted empty.
+        since = self.last_seen
+        if since != "0-0":
+            connection.command("XRANGE", self.stream, since, since).add_done_callback(
+                lambda future: self._check_gap(future))
         self._read(connection)
+
+    def _check_gap(self, future: ReplyFuture) -> None:
+        if future.error() is not None or future.result():
+            return   # the connection went again, or nothing was lost
+        log.warning("backplane: the stream no longer holds the last event this server read "
+                    "(away past the last %d events, or Redis restarted); reading the room's "
+                    "users again", self.stream_length)
+        connection = self.command.connection
+        if connection is not None and connection.is_open:
+            self._eval(connection, "snapshot").add_done_callback(self._resynced)
+
+    def _resynced(self, future: ReplyFuture) -> None:
+        """After a gap: every other server's users as Redis holds them now, applied
+        as one `sync` event per server (the joins, renames and leaves we missed).
+        The messages missed are not shown: only the history of later joiners has them."""
+        if future.error() is not None:
+            return
+        _last_id, names, _history, msgid, servers = future.result()
+        held: dict[str, list[tuple[int, int, str]]] = {}
+        for i in range(1, len(names), 2):
+            server, token, order, name = names[i].decode().split("\t", 3)
+            held.setdefault(server, []).append((int(order), int(token), name))
+        now = self._now()
+        # Only the servers Redis knows: one that has not said hello again yet
+        # (after a restart) will; one that is gone is dropped after a ttl.
+        for server in sorted({server.decode() for server in servers} - {self.server_id}):
+            users = tuple((token, name) for _order, token, name in sorted(held.get(server, [])))
+            self.room.apply(Event(SYNC, server, 0, now, users=users))
+        self.room.last_id = max(self.room.last_id, int(msgid))
 
     def _read(self, connection: RedisConnection) -> None:
         connection.command("XREAD", "COUNT", READ_COUNT, "BLOCK", READ_BLOCK_MS, "STREAMS",

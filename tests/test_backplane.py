@@ -370,3 +370,39 @@ def test_a_server_reconnecting_misses_nothing_redis_accepted(redis_server, clust
     assert [t for t in cy.texts() if t.startswith("during")] == texts
     ada.wait_text(texts[-1])
     assert [t for t in ada.texts() if t.startswith("during")] == texts
+
+
+def test_a_server_that_was_away_past_the_streams_cap_reads_the_room_again(redis_server, cluster):
+    redis = redis_server()
+    one = cluster("--backplane", redis.url)
+    two = cluster("--backplane", redis.url)
+    client(cluster, one.port, 2, "Ada")
+    cy = client(cluster, two.port, 2, "Cy")
+    cy.wait_for(joined("Cy"))
+    two_id = health(two.port)["server"]
+    ids = [line.split()[0].split("=")[1] for line in
+           redis_call(redis.port, "CLIENT", "LIST").decode().splitlines()
+           if f"name=rawws-chat:{two_id}:" in line]
+    # In one pipeline, before server two is back: cut it off, let a user of
+    # a third (made-up, alive) server join, and trim the stream to nothing,
+    # as a cap does to a server away too long.
+    prefix = "rawws:chat:main:"
+    commands = [("CLIENT", "KILL", "ID", client_id) for client_id in ids] + [
+        ("SET", prefix + "alive:elsewhere", "1", "EX", "60"),
+        ("SADD", prefix + "servers", "elsewhere"),
+        ("HSET", prefix + "names", "phantom", "elsewhere\t1\t99\tPhantom"),
+        ("HSET", prefix + "held:elsewhere", "1", "phantom"),
+        ("XADD", prefix + "stream", "*", "k", "join", "s", "elsewhere", "m", "1", "t", "1",
+         "n", "Phantom"),
+        ("XTRIM", prefix + "stream", "MAXLEN", "0"),
+    ]
+    with socket.create_connection(("127.0.0.1", redis.port), timeout=5) as sock:
+        sock.sendall(b"".join(encode_command(*command) for command in commands))
+        parser, replies = RespParser(), 0
+        while replies < len(commands):
+            parser.feed(sock.recv(65536))
+            while parser.next_reply() is not NEED_DATA:
+                replies += 1
+    # Server two missed the join, sees the gap, and reads the room's users again.
+    cy.wait_for(joined("Phantom"))
+    assert two.lines("no longer holds the last event"), two.log
