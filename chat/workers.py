@@ -17,7 +17,6 @@ with 1001, then exits 0.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import signal
 import socket
