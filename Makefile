@@ -33,7 +33,7 @@ LOADGEN     := build/loadgen
 $(BENCH_STAMP):
 	-$(PYTHON) -m venv $(BENCH_VENV)
 	-$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
-	-$(BENCH_VENV)/bin/python -m pip install --quiet websockets aiohttp picows \
+	-$(BENCH_VENV)/bin/python -m pip install --quiet websockets aiohttp picows redis \
 	    || echo "bench: some references did not install; they will be reported as skipped"
 	mkdir -p $(BENCH_VENV) && touch $(BENCH_STAMP)
 
@@ -54,7 +54,7 @@ bench-quick: $(STAMP) $(LOADGEN) bench-refs
 
 # The chat's fan-out through the Redis backplane, 2 workers, beside one process
 # (benchmarks/backplane.py, docs/scaling.md); needs Debian's redis-server.
-bench-backplane: $(STAMP) $(LOADGEN)
+bench-backplane: $(STAMP) $(LOADGEN) $(BENCH_STAMP)
 	$(PY) -m benchmarks.backplane
 
 # The parser fuzz tests, long: FUZZ_SEEDS seeds, each test up to FUZZ_SECONDS

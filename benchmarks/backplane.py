@@ -9,7 +9,12 @@ at most 10 messages not yet at every receiver) against:
 - `2 workers + Redis`: `python -m chat --workers 2 --backplane redis://...`
   on one port, the receivers spread over both workers by the kernel, every
   message through one redis-server (Debian's), started here in a temporary
-  directory on a free port.
+  directory on a free port;
+- `websockets + redis-py` (when .bench-venv has both): two processes of
+  benchmarks/servers/websockets_redis_chat.py on one port, the same route
+  (XADD, XREAD, broadcast) with no chat rules: a reference, never a
+  dependency; 1,000 receivers only (with 5,000, its join phase alone, every
+  join broadcast to everyone, takes minutes).
 
 Each row: deliveries/s (messages x receivers, over the time from the first
 send to the last delivery), the delivery delay p50/p99 (send to receipt,
@@ -34,7 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import BENCH_DIR, loadgen
+from . import BENCH_DIR, REPO_ROOT, loadgen
 from .procs import ServerProcess, cpu_seconds, raise_fd_limit
 
 RESULTS = BENCH_DIR / "backplane.json"
@@ -143,8 +148,24 @@ def children(pid: int) -> list[int]:
         return []
 
 
+REFERENCE = "websockets + redis-py"
+REFERENCE_SCRIPT = BENCH_DIR / "servers" / "websockets_redis_chat.py"
+REFERENCE_MAX_RECEIVERS = 1000
+
+
+def reference_python() -> str | None:
+    """.bench-venv's Python when it has websockets and redis-py (`make bench-refs`)."""
+    python = REPO_ROOT / ".bench-venv" / "bin" / "python"
+    if not python.exists():
+        return None
+    found = subprocess.run([str(python), "-c", "import websockets, redis"], capture_output=True)
+    return str(python) if found.returncode == 0 else None
+
+
 def run_once(setup: str, receivers: int, messages: int, binary: Path) -> dict:
     redis = Redis() if setup != "1 process" else None
+    if setup == REFERENCE:
+        return run_reference(redis, receivers, messages, binary)
     argv = list(CHAT)
     if redis is not None:
         argv += ["--backplane", redis.url, "--workers", "2"]
@@ -164,6 +185,34 @@ def run_once(setup: str, receivers: int, messages: int, binary: Path) -> dict:
     finally:
         if redis is not None:
             redis.stop()
+    return _row(setup, receivers, messages, report, chat_cpu, redis_cpu, stats)
+
+
+def run_reference(redis: Redis, receivers: int, messages: int, binary: Path) -> dict:
+    """Two websockets + redis-py processes on one port (SO_REUSEPORT), one Redis."""
+    port = free_port()
+    argv = [reference_python(), str(REFERENCE_SCRIPT), "--port", str(port), "--redis", redis.url,
+            "--reuse-port"]
+    try:
+        with ServerProcess(argv, cpu=None) as one, ServerProcess(argv, cpu=None) as two:
+            time.sleep(0.5)
+            pids = [one.pid, two.pid]
+            chat_cpu = sum(cpu_seconds(pid) for pid in pids)
+            redis_cpu = cpu_seconds(redis.process.pid)
+            report = loadgen.run(binary, "fanout", port,
+                                 ["--conns", str(receivers), "--messages", str(messages),
+                                  "--window", "10", "--duration", "60", "--close-timeout", "30"],
+                                 cpu=None, timeout=240)
+            chat_cpu = sum(cpu_seconds(pid) for pid in pids) - chat_cpu
+            redis_cpu = cpu_seconds(redis.process.pid) - redis_cpu
+            stats = redis.command_stats()
+    finally:
+        redis.stop()
+    return _row(REFERENCE, receivers, messages, report, chat_cpu, redis_cpu, stats)
+
+
+def _row(setup: str, receivers: int, messages: int, report: dict, chat_cpu: float,
+         redis_cpu: float | None, stats: dict) -> dict:
     sent = report.get("messages") or messages
     return {"setup": setup, "receivers": receivers, "messages": sent,
             "deliveries_per_s": report.get("deliveries_per_s"),
@@ -182,16 +231,27 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer messages, one run each")
     parser.add_argument("--repeats", type=int, default=None, help="runs of each row (default 3)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"results file (default {RESULTS})")
+    parser.add_argument("--setups", nargs="+", metavar="SETUP",
+                        help="only these setups, by name (as printed)")
     args = parser.parse_args(argv)
     repeats = args.repeats or (1 if args.quick else 3)
     raise_fd_limit()
     binary = loadgen.build()
     rows = [(1000, 60 if args.quick else 200), (5000, 20 if args.quick else 60)]
     setups = ["1 process", "2 workers + Redis"]
+    if reference_python() is not None:
+        setups.append(REFERENCE)
+    else:
+        print(f"  ({REFERENCE}: not in .bench-venv, skipped; `make bench-refs` installs it)")
+    if args.setups:
+        setups = [setup for setup in setups if setup in args.setups]
     runs: dict[tuple[str, int], list[dict]] = {}
     for _ in range(repeats):
         for receivers, messages in rows:
             for setup in setups:
+                if setup == REFERENCE and receivers > REFERENCE_MAX_RECEIVERS:
+                    continue   # its join phase alone (N joins to everyone) takes minutes
                 print(f"  {setup}, {receivers} receivers, {messages} messages...", flush=True)
                 try:
                     result = run_once(setup, receivers, messages, binary)
@@ -215,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
                       "errors": [r.get("error") for r in results if r.get("error")]})
     print("  Redis's time per script...", flush=True)
     costs = script_costs()
-    RESULTS.write_text(json.dumps({"cpus": os.cpu_count(), "quick": args.quick,
+    args.out.write_text(json.dumps({"cpus": os.cpu_count(), "quick": args.quick,
                                    "redis_script_us": costs,
                                    "repeats": repeats, "rows": table, "runs": runs and [
                                        r for results in runs.values() for r in results]},
@@ -232,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
               + (f"  errors: {row['errors']}" if row["errors"] else ""))
     print(f"\nRedis's own time per script, alone: join {costs.get('join_us', 0):.1f} µs, "
           f"say (a message) {costs.get('say_us', 0):.1f} µs")
-    print(f"\n(written to {RESULTS})")
+    print(f"\n(written to {args.out})")
     return 0
 
 
