@@ -64,8 +64,10 @@ async def main(port: int, url: str, reuse_port: bool) -> None:
                 await relay(envelope("chat-leave", username=name))
 
     reading = asyncio.create_task(read_forever())
+    # No keepalive pings, as rawws runs in this benchmark (--ping-interval 0):
+    # a loop busy with a broadcast to thousands must not count as a dead peer.
     async with serve(chat, "127.0.0.1", port, subprotocols=[SUBPROTOCOL],
-                     reuse_port=reuse_port) as server:
+                     reuse_port=reuse_port, ping_interval=None) as server:
         bound = server.sockets[0].getsockname()[1]
         print(f"Serving on ws://127.0.0.1:{bound}/", flush=True)
         await server.serve_forever()
