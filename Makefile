@@ -8,7 +8,8 @@ PORT   ?= 3490
 
 .PHONY: run echo test bench bench-quick bench-refs bench-backplane clean conformance conformance-quick fuzz
 
-$(STAMP): pyproject.toml
+# pip also builds rawws/_speedups.c, the optional C masking, when a C compiler is there.
+$(STAMP): pyproject.toml setup.py rawws/_speedups.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
@@ -47,10 +48,10 @@ bench-refs: $(BENCH_STAMP)
 	else echo "bench: no npm, so Node's ws will be reported as skipped"; fi
 
 bench: $(STAMP) $(LOADGEN) bench-refs
-	$(PY) -m benchmarks
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 bench-quick: $(STAMP) $(LOADGEN) bench-refs
-	$(PY) -m benchmarks --quick
+	$(PY) -m benchmarks --quick $(BENCH_ARGS)
 
 # The chat's fan-out through the Redis backplane, 2 workers, beside one process
 # (benchmarks/backplane.py, docs/scaling.md); needs Debian's redis-server.
@@ -76,4 +77,4 @@ conformance-quick: $(STAMP)
 	$(PY) tools/autobahn/run.py --mode quick
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build *.egg-info rawws/_speedups*.so

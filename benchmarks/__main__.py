@@ -88,9 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=SCENARIOS, metavar="SCENARIO",
                         help=f"run only these: {', '.join(SCENARIOS)}")
     parser.add_argument("--servers", nargs="+", metavar="KEY",
-                        help="only these servers: rawws websockets aiohttp picows ws")
+                        help="only these servers: rawws rawws-pure rawws-base websockets aiohttp picows ws")
     parser.add_argument("--out", type=Path, metavar="DIR",
                         help="where results.md/.json go (default: benchmarks/, quick: build/)")
+    parser.add_argument("--baseline", type=Path, metavar="DIR",
+                        help="also run rawws from this checkout (an older commit), as 'rawws-base'")
     parser.add_argument("--list", action="store_true", help="list the cases and servers, then exit")
     args = parser.parse_args(argv)
     repeats = args.repeats or (1 if args.quick else 3)
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         selected.discard("micro")
     case_list = [case for case in cases(args.quick) if case.scenario in selected]
-    servers = discover(args.servers)
+    servers = discover(args.servers, args.baseline)
     if args.list:
         for case in case_list:
             print(f"{case.key:<36} {case.unit:<14} loadgen {case.mode} {' '.join(case.args)}")

@@ -1,5 +1,8 @@
 """Scenario 3: masking/unmasking alone, in-process, for rawws and the peers' own functions.
 
+rawws is measured on both its paths: pure Python, and its C accelerator
+(rawws/_speedups.c) when it was built.
+
 Run by the harness as `python -m benchmarks.masking` with the interpreter of
 `.bench-venv` (which also imports rawws from the repository), pinned to the
 server's core; prints JSON: {implementation: {size: [MB/s per round]}}.
@@ -33,10 +36,18 @@ def in_a_copy(mask_in_place: Callable[[bytearray], None]) -> Callable[[bytes], b
 def implementations() -> dict[str, Callable[[bytes], object]]:
     """name -> function(data) returning the masked payload (a copy, as rawws does)."""
     found: dict[str, Callable[[bytes], object]] = {}
-    from rawws.frames import mask, mask_in_place
-    found["rawws (pure Python)"] = lambda data: mask(data, KEY)
-    # How the parser unmasks a payload of 1 KiB or more, in its buffer or a StreamedFrame's.
-    found["rawws in place (pure Python)"] = in_a_copy(lambda buffer: mask_in_place(buffer, KEY))
+    # Both of rawws's paths (rawws.masking), whichever this process would use:
+    # mask() makes new bytes (a client's frames); mask_in_place() is how the
+    # parser unmasks a big payload, in its buffer or a StreamedFrame's.
+    from rawws.masking import PURE_PYTHON, accelerated
+    paths = [(PURE_PYTHON, "pure Python")]
+    c_path = accelerated()
+    if c_path is not None:
+        paths.append((c_path, "C"))
+    for impl, label in paths:
+        found[f"rawws ({label})"] = lambda data, impl=impl: impl.mask(data, KEY)
+        found[f"rawws in place ({label})"] = in_a_copy(
+            lambda buffer, impl=impl: impl.mask_in_place(buffer, KEY))
     try:
         from websockets.utils import apply_mask as ws_python
         found["websockets (pure Python fallback)"] = lambda data: ws_python(data, KEY)

@@ -63,6 +63,12 @@ def cases(quick: bool = False) -> list[Case]:
                             ("--conns", str(conns), "--size", str(size), "--duration", duration,
                              "--warmup", warmup),
                             "round_trips_per_s", "round trips/s"))
+    # Issue 17's measure of the server's own latency: the generator busy-polls,
+    # so no round trip waits for its wake-up.
+    out.append(Case("echo", "32 B text, 1 conn, busy-poll", "echo", "echo",
+                    ("--conns", "1", "--size", "32", "--duration", duration, "--warmup", warmup,
+                     "--busy-poll"),
+                    "round_trips_per_s", "round trips/s"))
     for size in ((MiB,) if quick else (64 * KiB, MiB, 16 * MiB)):
         seconds = duration if size < 16 * MiB else ("2.0" if quick else "4.0")
         out.append(Case("throughput", f"{size_name(size)} binary", "echo", "throughput",

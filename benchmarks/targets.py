@@ -48,6 +48,29 @@ def rawws_server(python: str = sys.executable) -> Server:
     return Server("rawws", "rawws", version, echo, chat)
 
 
+def rawws_pure(python: str = sys.executable) -> Server:
+    """rawws with RAWWS_PURE_PYTHON=1: the masking in pure Python even where the C is built."""
+    base = rawws_server(python)
+    env = ("env", "RAWWS_PURE_PYTHON=1")
+    return Server("rawws-pure", "rawws pure", base.version + ", pure Python",
+                  (*env, *base.echo), (*env, *base.chat))
+
+
+def rawws_baseline(directory: Path, python: str = sys.executable) -> Server:
+    """rawws from another checkout (an older commit), run beside this one in the same run.
+
+    Its packages are put first on sys.path, ahead of this checkout's editable install.
+    """
+    commit = _output(["git", "-C", str(directory), "rev-parse", "--short", "HEAD"]) or "?"
+    boot = ("import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
+            "runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)")
+    start = (python, "-c", boot, str(directory))
+    echo = (*start, "rawws.echo", "--port", "0", "--max-message-size", str(MAX_MESSAGE))
+    chat = (*start, "chat", "--port", "0", "--rate", "0", "--flood-kick", "0",
+            "--log-level", "WARNING")
+    return Server("rawws-base", "rawws before", commit, echo, chat)
+
+
 def _output(argv: list[str]) -> str:
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
@@ -91,9 +114,11 @@ def node_reference(node_dir: Path = NODE_DIR) -> Server:
     return Server("ws", "ws (Node)", f"{version}, Node {node_version}", echo, chat)
 
 
-def discover(only: list[str] | None = None) -> list[Server]:
-    """rawws first, then every reference (available or skipped, with the reason)."""
-    servers = [rawws_server(), *python_references(), node_reference()]
+def discover(only: list[str] | None = None, baseline: Path | None = None) -> list[Server]:
+    """rawws first (and an older rawws to compare with), then every reference
+    (available or skipped, with the reason)."""
+    servers = [rawws_server(), rawws_pure(), *([rawws_baseline(baseline)] if baseline else []),
+               *python_references(), node_reference()]
     if only:
         servers = [server for server in servers if server.key in only]
     return servers

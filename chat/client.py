@@ -22,13 +22,12 @@ import selectors
 import sys
 import threading
 import time
-import unicodedata
 from typing import Any, TextIO
 
 from rawws.net.client import ClientConnection, connect
 from rawws.errors import ConnectionClosed, HandshakeError, WebSocketError
 from rawws.protocol import BinaryMessage, TextMessage
-from rawws.tools.trace import WireTracer
+from rawws.tools.trace import WireTracer, printable as trace_printable
 
 from .messages import PROTOCOL_V2
 
@@ -42,11 +41,8 @@ HELP = """commands:
 def printable(text: str) -> str:
     """Text from other people, made safe for a terminal: control characters
     (an escape sequence could move the cursor, retitle the window or worse)
-    are shown as `\\x1b`-style escapes; newlines and tabs stay."""
-    return "".join(
-        ch if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cf")
-        else ch.encode("unicode_escape").decode("ascii")
-        for ch in text)
+    are shown as `\\x1b`-style escapes; newlines, tabs and backslashes stay."""
+    return trace_printable(text, keep="\n\t\\")
 
 
 def clock(ms: Any) -> str:

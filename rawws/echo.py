@@ -9,13 +9,17 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from importlib import metadata
 
+from . import masking
 from .deflate import DeflateOptions
 from .net.server import (DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Server, WebSocket,
                      WebSocketApp)
 from .tools.trace import WireTracer
 
 ECHO_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+
+log = logging.getLogger("rawws.echo")
 
 
 class EchoApp(WebSocketApp):
@@ -28,8 +32,19 @@ class EchoApp(WebSocketApp):
             ws.send_binary(message)
 
 
+def version() -> str:
+    """rawws's version and the masking path in use, e.g. "rawws 0.1.0, masking in C"."""
+    try:
+        number = metadata.version("rawws")
+    except metadata.PackageNotFoundError:   # run from a checkout that was never installed
+        number = "(not installed)"
+    return f"rawws {number}, masking in {masking.IMPLEMENTATION}"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m rawws.echo", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=version(),
+                        help="print rawws's version and its masking path (C or pure Python)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9001)
     parser.add_argument("--max-message-size", type=int, default=ECHO_MAX_MESSAGE_SIZE,
@@ -52,6 +67,7 @@ def main(argv: list[str] | None = None) -> None:
                              "on stderr (rawws.tools.trace)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    log.debug("%s", version())   # rawws.masking logged it at import, before logging was set up
     server = Server(EchoApp(), host=args.host, port=args.port,
                     max_message_size=args.max_message_size,
                     ping_interval=args.ping_interval or None,

@@ -1,20 +1,32 @@
 """One exception hierarchy for rawws; each error knows its answer on the wire.
 
-A WebSocket protocol error carries the close code to send (RFC 6455 §7.4.1);
-an HTTP error carries the status line and headers to answer with.
+Every error rawws raises for a peer's bytes or a closed connection is one of:
 
-The Redis client (`rawws.resp`, `rawws.net.redis`) has its own small tree,
-apart from the WebSocket one, at the end of this file:
+    WebSocketError              the base class
+    ├── ProtocolError           the peer broke RFC 6455: fail the connection, 1002
+    │   ├── InvalidPayload      text that is not UTF-8 (§8.1): 1007
+    │   └── MessageTooBig       a frame or message over a limit (§10.4): 1009
+    ├── HTTPError               an HTTP exchange fails: answer with its status
+    │   └── HandshakeError      a refused or malformed opening handshake (§4)
+    └── ConnectionClosed        a connection used after it closed, with the code seen
 
-    RedisError
-    ├── RespProtocolError      the server's bytes are not RESP, or break a limit
-    ├── ReplyError             an error reply (-ERR ...): that command failed
-    └── RedisConnectionError   connect refused or timed out, connection lost
+A WebSocket protocol error carries the close code to send (RFC 6455 §7.4.1)
+as `close_code`; an HTTP error carries the status and headers to answer with.
+Outside the tree: ValueError for a wrong argument (an invalid close code to
+send, a header value with CR or LF), and `rawws.extensions.ExtensionHeaderError`
+(a ValueError), which `rawws.deflate` turns into a HandshakeError (400).
+
+The Redis client (`rawws.resp`, `rawws.net.redis`) has a small tree of its
+own, apart from the WebSocket one, at the end of this file:
+
+    RedisError                  the base class of the Redis client's errors
+    ├── RespProtocolError       the server's bytes are not RESP, or break a limit
+    ├── ReplyError              an error reply (-ERR ...): that command failed
+    └── RedisConnectionError    connect refused or timed out, connection lost
 """
 from __future__ import annotations
 
-from .close import (CLOSE_INVALID_PAYLOAD, CLOSE_MESSAGE_TOO_BIG, CLOSE_POLICY_VIOLATION,
-                    CLOSE_PROTOCOL_ERROR)
+from .close import CLOSE_INVALID_PAYLOAD, CLOSE_MESSAGE_TOO_BIG, CLOSE_PROTOCOL_ERROR
 
 
 class WebSocketError(Exception):
@@ -35,12 +47,6 @@ class InvalidPayload(ProtocolError):
     """Text that is not UTF-8 (RFC 6455 §8.1)."""
 
     close_code = CLOSE_INVALID_PAYLOAD
-
-
-class PolicyViolation(ProtocolError):
-    """A message the endpoint refuses by policy."""
-
-    close_code = CLOSE_POLICY_VIOLATION
 
 
 class MessageTooBig(ProtocolError):

@@ -15,9 +15,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-# RFC 9110 §5.6.2: tchar.
-_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789"
-                         "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+from .http import TOKEN_CHARS
+
+# RFC 9110 §5.6.2: tchar, as a set of characters to look a str's up in.
+_TOKEN_CHARS = frozenset(TOKEN_CHARS.decode("ascii"))
 _WHITESPACE = " \t"
 
 

@@ -18,14 +18,15 @@ A frame on the wire:
     +-------------------------------- - - - - - - - - - - - - - - - +
 
 This module knows single frames only; messages, fragmentation and the closing
-handshake live in `rawws.protocol`.
+handshake live in `rawws.protocol`. `mask()` here is masking as §5.3 states
+it; the parser and the encoder use the fast versions of `rawws.masking`.
 """
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from operator import xor
 
+from . import masking
 from .close import CLOSE_NO_STATUS, is_valid_close_code
 from .errors import InvalidPayload, MessageTooBig, ProtocolError
 
@@ -55,37 +56,21 @@ MAX_CONTROL_PAYLOAD = 125   # §5.5: control frames carry at most 125 bytes
 MASK_KEY_SIZE = 4
 
 DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
-_MASK_CHUNK = 32 * 1024
-# A 1 in every 4th byte of a chunk: key * _KEY_REPEAT is the key repeated over
-# a chunk, as an int, in less than half the time int.from_bytes(key * 8192) takes.
-_KEY_REPEAT = int.from_bytes(b"\x01\x00\x00\x00" * (_MASK_CHUNK // 4), "little")
-# Past this size a payload is read through a memoryview rather than a slice
-# of the buffer: one full copy less (measured ~30% less CPU on 16 MiB frames).
+# Past this size an unmasked payload is read through a memoryview rather
+# than a slice of the buffer: one full copy less.
 _COPY_FREE_THRESHOLD = 4096
-# From this size a masked payload in the parser's buffer is unmasked in place (`_unmasked`).
-_IN_PLACE_MIN = 1024
 
 # A frame at least this long whose payload has not all arrived is unmasked
 # piece by piece as its bytes come, straight out of each read, rather than
 # gathered in the parser's buffer first (`StreamedFrame`): the buffer then
 # never grows to hold a big frame, a copy less and, on a VM where fresh
-# memory costs page faults, most of the cost of a 1 MiB frame besides the
+# memory costs page faults, most of the cost of a big frame besides the
 # unmasking itself (docs/performance.md has the figures).
 STREAM_THRESHOLD = 64 * 1024
 # Reads shorter than this, from a peer trickling a big frame, are gathered
 # (still masked) until there are this many bytes: a piece kept per read of
 # a few bytes would cost an object per read.
 _STREAM_PIECE_MIN = 4096
-
-# StreamedFrame's pool: at most one spare payload buffer for the process,
-# of at most this many bytes (list.pop and list.append are atomic, so
-# clients in several threads can share it).
-_SPARE_BUFFER_MAX = 16 * 1024 * 1024
-_spare_buffers: list[bytearray] = []
-
-# int.from_bytes, looked up once: `int.from_bytes` in a call makes a bound
-# method each time, ~15% of masking a 60-byte payload (measured).
-_from_bytes = int.from_bytes
 
 _HEADER_16 = struct.Struct("!BBH")
 _HEADER_64 = struct.Struct("!BBQ")
@@ -98,7 +83,7 @@ class Frame:
     """One parsed frame, payload already unmasked.
 
     Not frozen: frame objects are made on the parsing hot path, and a frozen
-    dataclass's __init__ costs about twice as much.
+    dataclass's __init__ sets each field through object.__setattr__.
     """
 
     opcode: int
@@ -109,77 +94,27 @@ class Frame:
     rsv3: bool = False
 
 
-def mask(data: bytes, key: bytes) -> bytes:
+def mask(data: bytes | bytearray | memoryview, key: bytes | bytearray) -> bytes:
     """XOR `data` with the repeating 4-byte `key` (RFC 6455 §5.3); the same call unmasks.
 
-    Hot path. Python's big integers XOR a whole machine word at a time in C,
-    so a payload and the repeated key become two ints, one XOR, and back to
-    bytes: hundreds of MB/s, where a per-byte loop manages ~10 MB/s. Past
-    `_MASK_CHUNK` bytes the payload is done in chunks (`mask_chunks`).
+    The reference, written as §5.3 states it: "Octet i of the transformed
+    data ("transformed-octet-i") is the XOR of octet i of the original data
+    ("original-octet-i") with octet at index i modulo 4 of the masking key
+    ("masking-key-octet-j"):
+
+        j                   = i MOD 4
+        transformed-octet-i = original-octet-i XOR masking-key-octet-j"
+
+    A client picks a fresh, unpredictable key for every frame (§5.3, §10.3),
+    so that a payload it sends cannot be chosen by a script to look like
+    other traffic to a proxy on the way. Masking is its own inverse.
+
+    One byte at a time this is slow; `rawws.masking` has the same function,
+    fast (in C or with big-integer tricks), tested against this one.
     """
-    length = len(data)
-    if length <= _MASK_CHUNK:
-        if length == 0:
-            return b""
-        repeated_key = (key * (length // MASK_KEY_SIZE + 1))[:length]
-        masked = _from_bytes(data, "little") ^ _from_bytes(repeated_key, "little")
-        return masked.to_bytes(length, "little")
-    return b"".join(mask_chunks(data, key))
-
-
-def mask_chunks(data: bytes | bytearray | memoryview, key: bytes) -> list[bytes]:
-    """`mask()` as a list of pieces of `_MASK_CHUNK` bytes (the last one shorter).
-
-    The chunks are XORed against one precomputed key int, which stays in
-    cache: measured 2-3x faster than one int for a whole 1-16 MiB payload.
-    That key int is made by a multiplication (and a bit mask for the last
-    chunk), at half the cost of converting the repeated key bytes (13
-    against 31 µs). A caller that can use the pieces as they are (a client
-    queueing a big frame for a vectored write) saves joining them.
-    """
-    length = len(data)
-    chunk = _MASK_CHUNK
-    from_bytes = _from_bytes
-    key_int = from_bytes(key, "little") * _KEY_REPEAT
-    with memoryview(data) as view:
-        whole = length - length % chunk   # chunks are multiples of 4: the key stays aligned
-        parts = [(from_bytes(view[start:start + chunk], "little") ^ key_int).to_bytes(chunk, "little")
-                 for start in range(0, whole, chunk)]
-        if whole < length:
-            rest = length - whole
-            rest_key = key_int & ((1 << (8 * rest)) - 1)   # the key over `rest` bytes
-            parts.append((from_bytes(view[whole:], "little") ^ rest_key).to_bytes(rest, "little"))
-    return parts
-
-
-def mask_in_place(buffer: bytearray, key: bytes, start: int = 0, end: int | None = None) -> None:
-    """XOR `buffer[start:end]` with the repeating `key` where it lies (§5.3), no copy made.
-
-    Byte i is XORed with key[i % 4], so every fourth byte with the same key
-    byte: one strided slice per key byte, run through a `bytes.translate`
-    table and written back, four passes in C. In place this is ~10% faster
-    than the ints of `mask_chunks` copied back; it is how the parser unmasks
-    a payload of 1 KiB or more, in its own buffer or a `StreamedFrame`'s.
-    When new bytes are wanted from bytes, `mask` is faster, since a
-    bytearray made here would be copied once more into bytes.
-    """
-    if end is None:
-        end = len(buffer)
-    for lane, key_byte in enumerate(key):
-        first = start + lane
-        buffer[first:end:MASK_KEY_SIZE] = buffer[first:end:MASK_KEY_SIZE].translate(
-            _xor_table(key_byte))
-
-
-_xor_tables: dict[int, bytes] = {}
-
-
-def _xor_table(key_byte: int) -> bytes:
-    """The bytes.translate table that XORs every byte with `key_byte` (made once, kept)."""
-    table = _xor_tables.get(key_byte)
-    if table is None:
-        table = _xor_tables[key_byte] = bytes(value ^ key_byte for value in range(256))
-    return table
+    if len(key) != MASK_KEY_SIZE:
+        raise ValueError("a masking key is exactly 4 bytes")
+    return bytes(octet ^ key[i % MASK_KEY_SIZE] for i, octet in enumerate(data))
 
 
 def encode_frame(opcode: int, payload: bytes, *, fin: bool = True,
@@ -190,7 +125,7 @@ def encode_frame(opcode: int, payload: bytes, *, fin: bool = True,
                           rsv1=rsv1, rsv2=rsv2, rsv3=rsv3)
     if mask_key is None:
         return header + payload
-    return header + mask(payload, mask_key)
+    return header + masking.mask(payload, mask_key)
 
 
 def frame_header(opcode: int, length: int, *, fin: bool = True,
@@ -259,33 +194,162 @@ def decode_close_payload(payload: bytes) -> tuple[int, str]:
     return code, reason
 
 
+# ---- the header's rules ------------------------------------------------------
+#
+# Stated once, here: `FrameParser` refuses a frame for the first rule its
+# header breaks, and `rawws.tools.trace` names every one it breaks.
+
+_RSV_NAMES = ((RSV1_BIT, "RSV1"), (RSV2_BIT, "RSV2"), (RSV3_BIT, "RSV3"))
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderViolation:
+    """A rule a frame header breaks: where it shows, the rule, and the error it is.
+
+    `byte` counts from the frame's first byte; `reason` is what the parser's
+    error says (and so the reason of the Close frame that fails the
+    connection); `detail` explains it to a reader of `rawws.tools.trace`.
+    """
+
+    byte: int
+    rule: str                                # "RFC 6455 §5.2"
+    error_type: type[ProtocolError]          # ProtocolError (1002) or MessageTooBig (1009)
+    reason: str
+    detail: str
+
+    @property
+    def close_code(self) -> int:
+        return self.error_type.close_code
+
+    def error(self) -> ProtocolError:
+        """The exception the parser raises for it."""
+        return self.error_type(self.reason)
+
+
+def header_violations(first: int, second: int, length: int | None = None, *,
+                      require_mask: bool | None = None, allowed_rsv_bits: int = 0,
+                      payload_limit: int | None = None) -> list[HeaderViolation]:
+    """Every rule the header that starts with bytes `first` and `second` breaks, in the
+    order the parser checks them (it refuses a frame for the first).
+
+    `length` is the payload length once the 16- or 64-bit form has been read;
+    None checks what the first two bytes show. `require_mask`: True where
+    frames must be masked (a server's side, §5.1), False where they must not,
+    None not to check. `allowed_rsv_bits`: the RSV bits an extension defines
+    (RSV1: permessage-deflate). `payload_limit`: the largest data-frame
+    payload accepted, None for no limit.
+    """
+    found = []
+    opcode = first & OPCODE_BITS
+    is_control = opcode >= OP_CLOSE
+    field = second & LENGTH_BITS
+    for bit, name in _RSV_NAMES:
+        if first & bit and not allowed_rsv_bits & bit:
+            # §5.2: RSV bits must be 0 unless an extension defines them.
+            found.append(HeaderViolation(0, "RFC 6455 §5.2", ProtocolError,
+                                         "reserved bits set without a negotiated extension",
+                                         f"{name} set but no extension negotiated"))
+    if opcode not in KNOWN_OPCODES:
+        # §5.2: opcodes 0x3-0x7 and 0xB-0xF are reserved.
+        found.append(HeaderViolation(0, "RFC 6455 §5.2", ProtocolError,
+                                     f"reserved opcode {opcode:#x}",
+                                     f"reserved opcode {opcode:#x}"))
+    masked = second & MASK_BIT != 0
+    if require_mask is not None and masked != require_mask:
+        # §5.1: client-to-server frames are masked, server-to-client frames are not.
+        if require_mask:
+            found.append(HeaderViolation(1, "RFC 6455 §5.1", ProtocolError, "frame must be masked",
+                                         "MASK=0, but a client masks every frame it sends"))
+        else:
+            found.append(HeaderViolation(1, "RFC 6455 §5.1", ProtocolError,
+                                         "frame must not be masked",
+                                         "MASK=1, but a server never masks its frames"))
+    if is_control and not first & FIN_BIT:
+        # §5.5: control frames must not be fragmented.
+        found.append(HeaderViolation(0, "RFC 6455 §5.5", ProtocolError, "fragmented control frame",
+                                     "control frame with FIN=0; control frames must not be "
+                                     "fragmented"))
+    if is_control and field > MAX_CONTROL_PAYLOAD:
+        # §5.5: control frames carry 125 bytes or less, so (§5.2: the minimal
+        # form) their length is always in the 7-bit form.
+        if length is None or length > MAX_CONTROL_PAYLOAD:
+            size = f"over {MAX_CONTROL_PAYLOAD} bytes" if length is None else length
+            detail = f"control frame payload {size} > {MAX_CONTROL_PAYLOAD}"
+        else:
+            form = 16 if field == LENGTH_16BIT else 64
+            detail = (f"control frame length in the {form}-bit form; a control frame's "
+                      f"payload is at most {MAX_CONTROL_PAYLOAD} bytes, in the 7-bit form")
+        found.append(HeaderViolation(1, "RFC 6455 §5.5", ProtocolError,
+                                     "control frame payload over 125 bytes", detail))
+    if first & RSV1_BIT and allowed_rsv_bits & RSV1_BIT:
+        # RFC 7692 §6.1: permessage-deflate's RSV1 marks a data message's first frame only.
+        if is_control:
+            found.append(HeaderViolation(0, "RFC 7692 §6.1", ProtocolError,
+                                         "RSV1 set on a control frame",
+                                         "RSV1 set on a control frame; only the first frame "
+                                         "of a data message may be compressed"))
+        elif opcode == OP_CONTINUATION:
+            found.append(HeaderViolation(0, "RFC 7692 §6.1", ProtocolError,
+                                         "RSV1 set on a continuation frame",
+                                         "RSV1 set on a continuation frame; only the first "
+                                         "frame of a message carries it"))
+    if length is None:
+        return found
+    if field == LENGTH_64BIT and length >> 63:
+        # §5.2: "the most significant bit MUST be 0".
+        found.append(HeaderViolation(2, "RFC 6455 §5.2", ProtocolError,
+                                     "64-bit payload length with the top bit set",
+                                     "64-bit length with its most significant bit set"))
+    if payload_limit is not None and not is_control and length > payload_limit:
+        # §10.4: an endpoint may refuse frames over its limit (1009).
+        reason = f"frame of {length} bytes is over the {payload_limit}-byte limit"
+        found.append(HeaderViolation(1 if field < LENGTH_16BIT else 2, "RFC 6455 §10.4",
+                                     MessageTooBig, reason, reason))
+    return found
+
+
+_length_limits_made: dict[tuple[bool, int], bytes] = {}
+
+
+def _length_limits(require_mask: bool, allowed_rsv_bits: int) -> bytes:
+    """For each first byte, the first 7-bit length field `header_violations` refuses after
+    it, with the MASK bit as `require_mask` wants it: 0 when the first byte alone
+    breaks a rule, 126 for a control frame, 128 (none) for a data frame.
+
+    The parser's fast path is one lookup in this table (`FrameParser.next_frame`).
+    It is made from the rules themselves, once for each setting, so it cannot
+    state them differently; tests/test_frames.py checks it against every header.
+    """
+    key = (require_mask, allowed_rsv_bits)
+    table = _length_limits_made.get(key)
+    if table is None:
+        mask_flag = MASK_BIT if require_mask else 0
+        table = _length_limits_made[key] = bytes(
+            next((field for field in range(LENGTH_BITS + 1)
+                  if header_violations(first, mask_flag | field, require_mask=require_mask,
+                                       allowed_rsv_bits=allowed_rsv_bits)),
+                 LENGTH_BITS + 1)
+            for first in range(256))
+    return table
+
+
 def _unmasked(buffer: bytearray, start: int, end: int, key: bytes | bytearray | None) -> bytes:
     """Buffer bytes [start:end) as bytes, XORed with `key` unless it is None.
 
     The one place a payload leaves the parser's buffer, for whole frames and
     for `PendingFrame.read`; `key` must already be the one for the payload
     byte at `start` (§5.3: payload byte i is masked with key[i % 4]). The
-    caller drops these bytes from the buffer next, so a payload of
-    `_IN_PLACE_MIN` bytes or more is unmasked where it lies
-    (`mask_in_place`), then copied out once: 1.0-1.3x faster than `mask()`
-    from 1 KiB to 256 KiB (measured in-process, alternating).
+    caller drops these bytes from the buffer next, so `masking.masked_slice`
+    may unmask them where they lie before copying them out.
     """
-    size = end - start
-    if key is not None and size >= _IN_PLACE_MIN:
-        mask_in_place(buffer, key, start, end)
-        key = None
-    if size > _COPY_FREE_THRESHOLD:
+    if key is not None:
+        return masking.masked_slice(buffer, start, end, key)
+    if end - start > _COPY_FREE_THRESHOLD:
         # Read through a view rather than a slice: one full copy less. The
         # view is released before the caller resizes the buffer.
         with memoryview(buffer) as view:
             return bytes(view[start:end])
-    if key is None:
-        return bytes(buffer[start:end])
-    if size <= MASK_KEY_SIZE:
-        # Tiny payloads, and a peer trickling bytes: XOR them one by one,
-        # about twice as fast as mask() for so few.
-        return bytes(map(xor, buffer[start:end], key)) if end > start else b""
-    return mask(buffer[start:end], key)
+    return bytes(buffer[start:end])
 
 
 class PendingFrame:
@@ -300,11 +364,8 @@ class PendingFrame:
     unmasked, and drops them (with the header) from the front of the parser's
     buffer; the `Frame` that `next_frame()` returns for this frame then
     carries only the bytes not read. So each payload byte is unmasked and
-    copied once, read early or not, and the buffer holds only unread bytes.
-    Measured on 1 MiB text frames in 256 KiB reads: unmasking the read part
-    again cost ~40% (unmasking is ~30 times the cost of decoding ASCII), and
-    keeping the read bytes in the buffer made its appends reallocate and copy
-    it (callgrind: ~1 MiB of copying per frame).
+    copied once, read early or not, and the buffer holds only unread bytes,
+    which its appends would otherwise reallocate and copy.
     """
 
     __slots__ = ("opcode", "fin", "rsv1", "length", "mask_key", "consumed", "_first", "_key",
@@ -358,13 +419,13 @@ class StreamedFrame(PendingFrame):
     unmasked in place `_STREAM_PIECE_MIN` bytes or more at a time, and
     leaves it as one bytes object: by `read()`, or when the frame is whole.
 
-    That bytearray is borrowed from a pool of one (`_spare_buffers`) and
-    given back with its memory, so back-to-back big frames reuse the same
-    pages: a fresh megabyte costs ~256 page faults, and glibc hands memory
-    back to the kernel once more than twice its mmap threshold lies free,
-    which a 1 MiB payload kept in pieces and then joined reached at every
-    frame (docs/performance.md: 600-700 faults per 1 MiB echo before).
-    It grows only as bytes arrive: a peer announcing 16 MiB and sending
+    That bytearray is borrowed from a pool of one (`masking.borrow_buffer`)
+    and given back with its memory, so back-to-back big frames reuse the
+    same pages rather than fault in fresh ones: glibc hands memory back to
+    the kernel once more than twice its mmap threshold lies free, which a
+    big payload kept in pieces and then joined reached at every frame
+    (docs/performance.md has the page faults counted). It grows only as
+    bytes arrive: a peer announcing 16 MiB and sending
     nothing makes it allocate nothing.
     """
 
@@ -374,10 +435,7 @@ class StreamedFrame(PendingFrame):
 
     def __init__(self, first: int, length: int, mask_key: bytes | None) -> None:
         super().__init__(bytearray(), first, length, mask_key, 0)
-        try:
-            self._payload = _spare_buffers.pop()
-        except IndexError:
-            self._payload = bytearray()
+        self._payload = masking.borrow_buffer()
         self._received = 0       # payload bytes in _payload
         self._unmasked_to = 0    # ... of which unmasked (the rest: a trickling peer's reads)
         self.remaining = length  # payload bytes not received yet
@@ -404,7 +462,7 @@ class StreamedFrame(PendingFrame):
         self._unmasked_to = end
         if key is None or start == end:
             return
-        mask_in_place(self._payload, key, start, end)
+        masking.mask_in_place(self._payload, key, start, end)
         shift = (end - start) % MASK_KEY_SIZE
         if shift:
             # The next byte is masked with the key byte after this piece's last.
@@ -427,8 +485,7 @@ class StreamedFrame(PendingFrame):
         """Give the payload's buffer back to the pool, once its bytes are all read."""
         payload = self._payload
         self._payload = bytearray()
-        if len(payload) <= _SPARE_BUFFER_MAX and not _spare_buffers:
-            _spare_buffers.append(payload)
+        masking.give_back_buffer(payload)
 
 
 class FrameParser:
@@ -449,17 +506,48 @@ class FrameParser:
 
     def __init__(self, *, require_mask: bool, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
                  allowed_rsv_bits: int = 0) -> None:
-        # §5.1: a server must close on an unmasked frame, a client on a masked one.
-        self.require_mask = require_mask
+        self._require_mask = require_mask
+        self._allowed_rsv_bits = allowed_rsv_bits
+        self._settings_changed()
         # Largest payload accepted for the next data frame; `rawws.protocol`
         # lowers it while a message is being reassembled, so a message over
         # its limit is refused from the header too.
         self.payload_limit = max_frame_size
-        # RSV bits an extension defines (§5.2, §9): RSV1 once
-        # permessage-deflate is agreed (RFC 7692 §6).
-        self.allowed_rsv_bits = allowed_rsv_bits
         self._buffer = bytearray()
         self._pending: PendingFrame | None = None
+
+    @property
+    def require_mask(self) -> bool:
+        """§5.1: a server must close on an unmasked frame, a client on a masked one."""
+        return self._require_mask
+
+    @require_mask.setter
+    def require_mask(self, value: bool) -> None:
+        self._require_mask = value
+        self._settings_changed()
+
+    @property
+    def allowed_rsv_bits(self) -> int:
+        """RSV bits an extension defines (§5.2, §9): RSV1 with permessage-deflate (RFC 7692 §6)."""
+        return self._allowed_rsv_bits
+
+    @allowed_rsv_bits.setter
+    def allowed_rsv_bits(self, value: int) -> None:
+        self._allowed_rsv_bits = value
+        self._settings_changed()
+
+    def _settings_changed(self) -> None:
+        """Make the fast path's check for these settings (see `next_frame`)."""
+        self._mask_flag = MASK_BIT if self._require_mask else 0
+        self._length_limits = _length_limits(self._require_mask, self._allowed_rsv_bits)
+
+    def _check_header(self, first: int, second: int, length: int | None) -> None:
+        """Raise the error for the first rule the header breaks (`header_violations`), if any."""
+        found = header_violations(first, second, length, require_mask=self._require_mask,
+                                  allowed_rsv_bits=self._allowed_rsv_bits,
+                                  payload_limit=self.payload_limit)
+        if found:
+            raise found[0].error()
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         pending = self._pending
@@ -509,27 +597,15 @@ class FrameParser:
                 return None
             first = buffer[0]
             second = buffer[1]
-            opcode = first & OPCODE_BITS
-            if first & RSV_BITS & ~self.allowed_rsv_bits:
-                # §5.2: RSV bits must be 0 unless an extension defines them.
-                raise ProtocolError("reserved bits set without a negotiated extension")
-            if opcode not in KNOWN_OPCODES:
-                # §5.2: opcodes 0x3-0x7 and 0xB-0xF are reserved.
-                raise ProtocolError(f"reserved opcode {opcode:#x}")
-            masked = second & MASK_BIT != 0
-            if masked != self.require_mask:
-                # §5.1: client-to-server frames are masked, server-to-client are not.
-                raise ProtocolError("frame must be masked" if self.require_mask
-                                    else "frame must not be masked")
-            length = second & LENGTH_BITS
-            is_control = opcode >= OP_CLOSE
-            if is_control:
-                if not first & FIN_BIT:
-                    # §5.5: control frames must not be fragmented.
-                    raise ProtocolError("fragmented control frame")
-                if length > MAX_CONTROL_PAYLOAD:
-                    # §5.5: control frames have a payload of 125 bytes or less.
-                    raise ProtocolError("control frame payload over 125 bytes")
+            # The fast path, one test for every rule of the first two bytes:
+            # XORed with the MASK bit this side expects, the second byte is the
+            # 7-bit length, plus 128 if the masking is wrong; `_length_limits`
+            # holds, for each first byte, the first length that `header_violations`
+            # refuses after it (0 when the first byte breaks a rule). Only a
+            # header refused here is given to the rules, to say which one.
+            length = second ^ self._mask_flag
+            if length >= self._length_limits[first]:
+                self._check_header(first, second, None)   # raises: the table is the rules'
             start = 2
             if length == LENGTH_16BIT:
                 if available < 4:
@@ -540,19 +616,17 @@ class FrameParser:
                 if available < 10:
                     return None
                 (length,) = _UINT64.unpack_from(buffer, 2)
-                if length >> 63:
-                    # §5.2: "the most significant bit MUST be 0".
-                    raise ProtocolError("64-bit payload length with the top bit set")
                 start = 10
-            if not is_control and length > self.payload_limit:
-                # §10.4: an endpoint may refuse frames over its limit (1009).
-                raise MessageTooBig(f"frame of {length} bytes is over the "
-                                    f"{self.payload_limit}-byte limit")
+                # A big frame, and rare: all the rules, the top bit's (§5.2) among them.
+                self._check_header(first, second, length)
+            if length > self.payload_limit:
+                # Over the limit (§10.4, 1009), unless a control frame: the rules say.
+                self._check_header(first, second, length)
             key = None
-            if masked:
+            if second & MASK_BIT:
                 if available < start + MASK_KEY_SIZE:
                     return None
-                # A bytearray slice: mask() takes one as it is, with no copy to bytes.
+                # A bytearray slice: the masking functions take one as it is.
                 key = buffer[start:start + MASK_KEY_SIZE]
                 start += MASK_KEY_SIZE
             end = start + length

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .deflate import DeflateOptions, PerMessageDeflate, client_check, client_offer, server_accept
-from .errors import HandshakeError
+from .errors import HandshakeError, HTTPError
 from .http import Request, Response, format_response
 from .protocol import DEFAULT_MAX_MESSAGE_SIZE, Role, WebSocketConnection
 
@@ -127,8 +127,8 @@ def accept_response(key: str, subprotocol: str | None = None,
     return format_response(101, headers)
 
 
-def refusal_response(error: HandshakeError, body: str | None = None) -> bytes:
-    """An HTTP error answer to a refused handshake, with a plain-text body; closes."""
+def refusal_response(error: HTTPError, body: str | None = None) -> bytes:
+    """An HTTP error answer (a refused handshake, a bad request), with a plain-text body; closes."""
     text = (body if body is not None else error.reason or "WebSocket handshake refused") + "\n"
     headers = list(error.headers) + [("Content-Type", "text/plain; charset=utf-8"),
                                      ("Connection", "close")]

@@ -18,52 +18,40 @@ is never read: nothing in rawws needs one.
 Every limit is a parameter with a safe default, and every error is an
 `HTTPError` carrying the status code to answer with:
 
-=====  ==========================================================
-400    malformed request line, field line, version, Content-Length, Host
-414    request line longer than ``max_line``
-431    header block longer than ``max_header_bytes``, or more than
-       ``max_headers`` field lines
-505    a well-formed HTTP version other than HTTP/1.0 and HTTP/1.1
-=====  ==========================================================
+    400  malformed request line, field line, version, Content-Length, Host
+    414  request line longer than `max_line`
+    431  header block longer than `max_header_bytes`, or more than
+         `max_headers` field lines
+    505  a well-formed HTTP version other than HTTP/1.0 and HTTP/1.1
 
 No regular expressions are used: lines are found with `bytearray.find` and
 checked with `bytes.translate`, which run in C and cannot backtrack.
 """
-
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Iterable
 
-from rawws.errors import HTTPError
+from .errors import HTTPError
 
-__all__ = [
-    "STATUS_REASONS",
-    "Headers",
-    "Request",
-    "Response",
-    "RequestParser",
-    "find_head_end",
-    "parse_response_head",
-    "format_response",
-]
-
-#: Reason phrases for the status codes Python knows (RFC 9110 section 15).
+# Reason phrases for the status codes Python knows (RFC 9110 §15).
 STATUS_REASONS: dict[int, str] = {status.value: status.phrase for status in HTTPStatus}
 
 _SP = 0x20
 _HTAB = 0x09
 _CR = 0x0D
-_OWS = b" \t"  # optional white space, RFC 9110 section 5.6.3
+_OWS = b" \t"  # optional white space, RFC 9110 §5.6.3
 
-# tchar, RFC 9110 section 5.6.2. A token is valid when deleting every tchar
-# from it leaves nothing: `bytes.translate(None, delete)` does that in C.
-_TCHARS = (
+# tchar, RFC 9110 §5.6.2: the characters of a token, in header names,
+# methods and the lists of Connection, Upgrade and Sec-WebSocket-Extensions.
+# A token is valid when deleting every tchar from it leaves nothing:
+# `bytes.translate(None, delete)` does that in C.
+TOKEN_CHARS = (
     b"!#$%&'*+-.^_`|~0123456789"
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 )
-# field-vchar / obs-text plus SP and HTAB, RFC 9110 section 5.5: everything
+# field-vchar / obs-text plus SP and HTAB, RFC 9110 §5.5: everything
 # but the control characters (NUL, CR, LF among them) and DEL.
 _FIELD_VALUE_CHARS = b"\t" + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
 # A request-target is ASCII without white space or controls (RFC 3986).
@@ -72,23 +60,22 @@ _DIGITS = b"0123456789"
 
 
 def _is_token(data: bytes) -> bool:
-    return bool(data) and not data.translate(None, _TCHARS)
+    """Whether `data` is a token: one or more tchars."""
+    return bool(data) and not data.translate(None, TOKEN_CHARS)
 
 
 def _only(data: bytes, allowed: bytes) -> bool:
+    """Whether every byte of `data` is one of `allowed`."""
     return not data.translate(None, allowed)
 
 
-# --------------------------------------------------------------------------
-# Headers
-# --------------------------------------------------------------------------
-
+# ---- headers ----------------------------------------------------------
 
 class Headers:
     """An ordered multi-dict of header fields with case-insensitive names.
 
     Field names keep the case they arrived in (`items()` shows it), but every
-    lookup ignores case, as RFC 9110 section 5.1 requires.
+    lookup ignores case, as RFC 9110 §5.1 requires.
     """
 
     __slots__ = ("_items", "_index")
@@ -117,8 +104,8 @@ class Headers:
         """The comma-separated list held in every `name` field, as tokens.
 
         Each element is stripped of white space and lower-cased; empty
-        elements are dropped (RFC 9110 section 5.6.1 lets senders write
-        ``a, , b``). Commas inside quoted strings are not special-cased: the
+        elements are dropped (RFC 9110 §5.6.1 lets senders write
+        `a, , b`). Commas inside quoted strings are not special-cased: the
         lists this is used for (Connection, Upgrade, Sec-WebSocket-Protocol)
         hold plain tokens.
         """
@@ -131,7 +118,7 @@ class Headers:
         return tokens
 
     def items(self) -> list[tuple[str, str]]:
-        """Every field line as ``(name, value)``, in the order received."""
+        """Every field line as `(name, value)`, in the order received."""
         return list(self._items)
 
     def __contains__(self, name: object) -> bool:
@@ -149,15 +136,12 @@ class Headers:
         return f"Headers({self._items!r})"
 
 
-# --------------------------------------------------------------------------
-# Messages
-# --------------------------------------------------------------------------
+# ---- messages ---------------------------------------------------------
 
-
-def _content_length(headers: Headers) -> int | None:
+def content_length(headers: Headers) -> int | None:
     """The message's Content-Length, None when absent; ValueError if invalid.
 
-    RFC 9112 section 6.3 (5): a list of identical values (``5, 5``, or the
+    RFC 9112 §6.3 (5): a list of identical values (`5, 5`, or the
     field repeated) may be treated as that one value; anything else that is
     not a run of digits is unrecoverable.
     """
@@ -188,7 +172,7 @@ class Request:
 
     @property
     def has_body(self) -> bool:
-        """True when a body follows the head (RFC 9112 section 6.3).
+        """True when a body follows the head (RFC 9112 §6.3).
 
         That is, when the request carries Transfer-Encoding or a non-zero
         Content-Length. rawws never reads request bodies: the server answers
@@ -198,17 +182,17 @@ class Request:
         if "Transfer-Encoding" in self.headers:
             return True
         try:
-            length = _content_length(self.headers)
+            length = content_length(self.headers)
         except ValueError:
             return True
         return bool(length)
 
     @property
     def keep_alive(self) -> bool:
-        """Whether the client wants the connection kept open (RFC 9112 section 9.3).
+        """Whether the client wants the connection kept open (RFC 9112 §9.3).
 
-        ``Connection: close`` always ends it; HTTP/1.1 persists by default,
-        HTTP/1.0 only with ``Connection: keep-alive``.
+        `Connection: close` always ends it; HTTP/1.1 persists by default,
+        HTTP/1.0 only with `Connection: keep-alive`.
         """
         options = self.headers.get_tokens("Connection")
         if "close" in options:
@@ -228,20 +212,12 @@ class Response:
     headers: Headers
 
 
-# --------------------------------------------------------------------------
-# Parsing
-# --------------------------------------------------------------------------
-
+# ---- parsing ----------------------------------------------------------
 
 def _parse_version(data: bytes, status: int) -> str:
-    """Check ``HTTP/DIGIT.DIGIT`` (RFC 9112 section 2.3); HTTPError(status) if not."""
-    if (
-        len(data) != 8
-        or not data.startswith(b"HTTP/")
-        or data[5] not in _DIGITS
-        or data[6] != 0x2E  # "."
-        or data[7] not in _DIGITS
-    ):
+    """Check `HTTP/DIGIT.DIGIT` (RFC 9112 §2.3); HTTPError(status) if not."""
+    if (len(data) != 8 or not data.startswith(b"HTTP/") or data[5] not in _DIGITS
+            or data[6] != 0x2E or data[7] not in _DIGITS):   # 0x2E: "."
         raise HTTPError(status, f"malformed HTTP version {data[:20]!r}")
     return data.decode("ascii")
 
@@ -249,27 +225,27 @@ def _parse_version(data: bytes, status: int) -> str:
 def _parse_field_line(line: bytes, status: int) -> tuple[str, str]:
     """Split one field line into (name, value); HTTPError(status) if malformed.
 
-    RFC 9112 section 5: ``field-name ":" OWS field-value OWS``.
+    RFC 9112 §5: `field-name ":" OWS field-value OWS`.
     """
     if line[0] in (_SP, _HTAB):
-        # RFC 9112 section 5.2: a server MUST reject obs-fold (a line
+        # RFC 9112 §5.2: a server MUST reject obs-fold (a line
         # continued by leading white space) with 400. The same test catches
         # white space between the start line and the first field, which
-        # section 2.2 also lets us reject.
+        # §2.2 also lets us reject.
         raise HTTPError(status, "obsolete line folding is not accepted")
     colon = line.find(b":")
     if colon == -1:
         raise HTTPError(status, "header line without a colon")
     name = line[:colon]
     if name[-1:] in (b" ", b"\t"):
-        # RFC 9112 section 5.1: a server MUST reject, with 400, white space
+        # RFC 9112 §5.1: a server MUST reject, with 400, white space
         # between a field name and the colon (request smuggling vector).
         raise HTTPError(status, "white space before the colon of a header field")
     if not _is_token(name):
         raise HTTPError(status, f"invalid header name {name[:40]!r}")
-    value = line[colon + 1 :].strip(_OWS)
+    value = line[colon + 1:].strip(_OWS)
     if not _only(value, _FIELD_VALUE_CHARS):
-        # RFC 9110 section 5.5: CR, LF and NUL (and other controls) in a
+        # RFC 9110 §5.5: CR, LF and NUL (and other controls) in a
         # field value are invalid; we reject rather than rewrite.
         raise HTTPError(status, f"invalid character in header field {name.decode('ascii')}")
     return name.decode("ascii"), value.decode("latin-1")
@@ -279,14 +255,14 @@ class RequestParser:
     """Incremental parser for a stream of request heads on one connection.
 
     Feed it bytes with `feed()`; `next_request()` returns the next complete
-    head or None when more bytes are needed. Limits (RFC 9112 section 2.3
+    head or None when more bytes are needed. Limits (RFC 9112 §2.3
     leaves them to the server):
 
-    * ``max_line``: longest request line, without its line ending (414).
-    * ``max_header_bytes``: longest header block, counting each field line
+    * `max_line`: longest request line, without its line ending (414).
+    * `max_header_bytes`: longest header block, counting each field line
       with its line ending, not the final empty line (431).
-    * ``max_headers``: most field lines (431).
-    * ``require_host``: refuse an HTTP/1.1 request without Host (400).
+    * `max_headers`: most field lines (431).
+    * `require_host`: refuse an HTTP/1.1 request without Host (400).
 
     The buffer is a bytearray searched from where the last search stopped,
     so feeding a head one byte at a time costs O(n), not O(n^2). Once a
@@ -298,14 +274,8 @@ class RequestParser:
     bytes that follow are WebSocket frames, available from `leftover()`.
     """
 
-    def __init__(
-        self,
-        *,
-        max_line: int = 8192,
-        max_header_bytes: int = 8192 * 2,
-        max_headers: int = 1000,
-        require_host: bool = True,
-    ) -> None:
+    def __init__(self, *, max_line: int = 8192, max_header_bytes: int = 8192 * 2,
+                 max_headers: int = 1000, require_host: bool = True) -> None:
         self.max_line = max_line
         self.max_header_bytes = max_header_bytes
         self.max_headers = max_headers
@@ -357,17 +327,17 @@ class RequestParser:
             start = self._line_start
             line = bytes(buf[start:newline])  # copies one line, not the buffer
             self._scan = self._line_start = newline + 1
-            # RFC 9112 section 2.2: a recipient MAY recognise a bare LF as a
+            # RFC 9112 §2.2: a recipient MAY recognise a bare LF as a
             # line terminator and ignore any preceding CR.
             if line.endswith(b"\r"):
                 line = line[:-1]
             if b"\r" in line:
-                # Section 2.2: a bare CR MUST be treated as invalid (or
+                # §2.2: a bare CR MUST be treated as invalid (or
                 # replaced by SP); we refuse it.
                 raise HTTPError(400, "bare CR in request head")
             if self._request_line is None:
                 if not line:
-                    # Section 2.2: a server SHOULD ignore at least one empty
+                    # §2.2: a server SHOULD ignore at least one empty
                     # line received before the request line. We ignore a
                     # bounded amount of them.
                     self._blank_bytes += newline + 1 - start
@@ -406,12 +376,12 @@ class RequestParser:
 
     @staticmethod
     def _parse_request_line(line: bytes) -> tuple[str, str, str]:
-        """RFC 9112 section 3: ``method SP request-target SP HTTP-version``."""
+        """RFC 9112 §3: `method SP request-target SP HTTP-version`."""
         parts = line.split(b" ")
         if len(parts) != 3:
             raise HTTPError(400, "malformed request line")
         method, target, version = parts
-        # Section 2.3: the version is checked first so that a client speaking
+        # §2.3: the version is checked first so that a client speaking
         # a version we do not know hears 505, whatever else is in the line.
         version_text = _parse_version(version, 400)
         if version_text not in ("HTTP/1.0", "HTTP/1.1"):
@@ -429,7 +399,7 @@ class RequestParser:
         self._check_request(request)
         # Forget the head: deleting from the front of a bytearray is cheap in
         # CPython (it moves a start pointer), and resets the scan positions.
-        del self._buf[: self._line_start]
+        del self._buf[:self._line_start]
         self._scan = self._line_start = 0
         self._blank_bytes = 0
         self._request_line = None
@@ -444,19 +414,19 @@ class RequestParser:
     def _check_request(self, request: Request) -> None:
         headers = request.headers
         hosts = headers.get_all("Host")
-        # RFC 9112 section 3.2: a server MUST answer 400 to an HTTP/1.1
+        # RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1
         # request without Host, and to any request with more than one.
         if len(hosts) > 1:
             raise HTTPError(400, "more than one Host header")
         if self.require_host and not hosts and request.version == "HTTP/1.1":
             raise HTTPError(400, "missing Host header")
-        # RFC 9112 section 6.3 (5): an invalid Content-Length is an
+        # RFC 9112 §6.3 (5): an invalid Content-Length is an
         # unrecoverable framing error, answered with 400.
         try:
-            _content_length(headers)
+            content_length(headers)
         except ValueError as error:
             raise HTTPError(400, str(error)) from None
-        # RFC 9112 section 6.1: Transfer-Encoding in an HTTP/1.0 message
+        # RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message
         # MUST be treated as faulty framing.
         if "Transfer-Encoding" in headers and request.version == "HTTP/1.0":
             raise HTTPError(400, "Transfer-Encoding in an HTTP/1.0 request")
@@ -466,7 +436,7 @@ def find_head_end(data: bytes | bytearray, start: int = 0) -> int:
     """The index just past the empty line ending a message head, or -1.
 
     The head ends at the first line feed followed by an empty line (CRLF or
-    bare LF, RFC 9112 section 2.2). To search a growing buffer without
+    bare LF, RFC 9112 §2.2). To search a growing buffer without
     rescanning it, pass as `start` the buffer's previous length minus 3.
     """
     size = len(data)
@@ -501,21 +471,17 @@ def parse_response_head(data: bytes, *, max_headers: int = 100) -> Response:
     for line in lines:
         if not line or b"\r" in line:
             raise HTTPError(502, "malformed line in response head")
-    # RFC 9112 section 4: HTTP-version SP status-code SP [ reason-phrase ].
-    # Section 4 also tells clients to ignore the reason phrase, so a status
+    # RFC 9112 §4: HTTP-version SP status-code SP [ reason-phrase ].
+    # §4 also tells clients to ignore the reason phrase, so a status
     # line without the SP before an empty reason is accepted.
     status_line = lines[0]
     version = _parse_version(status_line[:8], 502)
     if version not in ("HTTP/1.0", "HTTP/1.1"):
         raise HTTPError(502, f"unexpected HTTP version {version}")
     code = status_line[9:12]
-    if (
-        status_line[8:9] != b" "
-        or len(code) != 3
-        or not _only(code, _DIGITS)
-        or code[0] == 0x30  # "0": status codes are 100-999
-        or status_line[12:13] not in (b"", b" ")
-    ):
+    # A status code is three digits, 100-999: its first is not "0" (0x30).
+    if (status_line[8:9] != b" " or len(code) != 3 or not _only(code, _DIGITS)
+            or code[0] == 0x30 or status_line[12:13] not in (b"", b" ")):
         raise HTTPError(502, "malformed status line")
     reason = status_line[13:]
     if not _only(reason, _FIELD_VALUE_CHARS):
@@ -526,24 +492,16 @@ def parse_response_head(data: bytes, *, max_headers: int = 100) -> Response:
     return Response(int(code), reason.decode("latin-1"), version, headers)
 
 
-# --------------------------------------------------------------------------
-# Formatting
-# --------------------------------------------------------------------------
+# ---- formatting -------------------------------------------------------
 
-
-def format_response(
-    status: int,
-    headers: list[tuple[str, str]],
-    body: bytes = b"",
-    *,
-    reason: str | None = None,
-) -> bytes:
+def format_response(status: int, headers: list[tuple[str, str]], body: bytes = b"", *,
+                    reason: str | None = None) -> bytes:
     """The bytes of an HTTP/1.1 response: status line, fields, empty line, body.
 
     `reason` defaults to the standard phrase for `status` (empty if none).
-    When `headers` has no Content-Length, one giving ``len(body)`` is added,
+    When `headers` has no Content-Length, one giving `len(body)` is added,
     except for 1xx, 204 and 304 responses, which must not carry one (RFC 9110
-    sections 8.6 and 15.4.5). Pass Content-Length yourself for a response to
+    §8.6 and §15.4.5). Pass Content-Length yourself for a response to
     HEAD, whose body is empty. Names must be tokens and values must not hold
     control characters (no header injection): ValueError otherwise.
     """

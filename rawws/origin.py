@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+# A URI's port when it names none: RFC 9110 §4.2 (http, https), RFC 6455 §3 (ws, wss).
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 Origin = tuple[str, str, "int | None"]

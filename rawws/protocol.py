@@ -41,7 +41,8 @@ from .deflate import PerMessageDeflate, compress_once
 from .errors import ConnectionClosed, InvalidPayload, MessageTooBig, ProtocolError
 from .frames import (MAX_CONTROL_PAYLOAD, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING,
                      OP_PONG, OP_TEXT, RSV1_BIT, FrameParser, PendingFrame, decode_close_payload,
-                     encode_close_payload, encode_frame, frame_header, mask_chunks)
+                     encode_close_payload, encode_frame, frame_header)
+from .masking import mask_chunks
 from .utf8 import Utf8Decoder
 
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
@@ -281,10 +282,9 @@ class WebSocketConnection:
                         # whole frame never pays for this.
                         self._check_arriving_text(pending)
                     break
+                # (RSV1 on a control or continuation frame, RFC 7692 §6.1, is
+                # refused by the parser from the header: frames.header_violations.)
                 if frame.opcode >= OP_CLOSE:
-                    if frame.rsv1:
-                        # RFC 7692 §6.1: control frames are never compressed.
-                        raise ProtocolError("RSV1 set on a control frame")
                     event = self._receive_control(frame.opcode, frame.payload)
                 else:
                     event = self._receive_data_frame(frame.opcode, frame.payload, frame.fin,
@@ -305,9 +305,6 @@ class WebSocketConnection:
             if self._message_opcode is None:
                 # §5.4: a continuation frame continues a message that was started.
                 raise ProtocolError("continuation frame with no message in progress")
-            if compressed:
-                # RFC 7692 §6.1: RSV1 marks a message's first frame only.
-                raise ProtocolError("RSV1 set on a continuation frame")
             opcode = self._message_opcode
         elif self._message_opcode is not None:
             # §5.4: fragments of one message are not interleaved with another's.

@@ -13,7 +13,7 @@ import pytest
 from benchmarks import loadgen
 from benchmarks.procs import ServerProcess
 from benchmarks.report import (evaluate_targets, format_figure, format_ratio, markdown_report,
-                               ratio, summarize, terminal_report)
+                               masking_table, ratio, summarize, terminal_report)
 from benchmarks.runner import Run, alternation, median
 from benchmarks.scenarios import cases
 from benchmarks.targets import Server, rawws_server
@@ -151,6 +151,34 @@ def test_masking_target_takes_the_faster_of_rawws_two_functions_and_names_it():
     found = target(evaluate_targets({}, masking, cases()), "masking")
     assert found["met"] is True
     assert "610" in found["measured"] and "in place" in found["measured"]
+
+
+def test_the_pure_masking_target_ignores_the_c_path():
+    masking = {"rawws (pure Python)": {"1048576": 450.0}, "rawws (C)": {"1048576": 20_000.0}}
+    found = target(evaluate_targets({}, masking, cases()), "masking")
+    assert found["met"] is False and "450" in found["measured"]
+
+
+def test_the_c_masking_target_is_5_gb_s_at_1_mib():
+    masking = {"rawws (pure Python)": {"1048576": 600.0},
+               "rawws (C)": {"1048576": 4_900.0}, "rawws in place (C)": {"1048576": 5_100.0}}
+    found = target(evaluate_targets({}, masking, cases()), "C masking")
+    assert found["met"] is True and "in place (C)" in found["measured"]
+    masking["rawws in place (C)"]["1048576"] = 4_000.0
+    assert target(evaluate_targets({}, masking, cases()), "C masking")["met"] is False
+
+
+def test_the_c_masking_target_is_unmeasured_without_the_extension():
+    masking = {"rawws (pure Python)": {"1048576": 600.0}}
+    assert target(evaluate_targets({}, masking, cases()), "C masking")["met"] is None
+
+
+def test_the_masking_table_compares_each_rawws_path_with_every_implementation():
+    masking = {"rawws (pure Python)": {"1048576": 500.0}, "rawws (C)": {"1048576": 20_000.0},
+               "websockets (C speedups)": {"1048576": 10_000.0}}
+    header, rows = masking_table(masking)
+    assert header[-2:] == ["rawws (pure Python)/it at 1 MiB", "rawws (C)/it at 1 MiB"]
+    assert rows[2][-2:] == [format_ratio(0.05), format_ratio(2.0)]
 
 
 def test_a_reference_that_was_skipped_leaves_its_target_unmeasured():

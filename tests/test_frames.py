@@ -12,8 +12,13 @@ import random
 import pytest
 
 from rawws.errors import MessageTooBig, ProtocolError
-from rawws.frames import (OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, Frame,
-                          FrameParser, encode_frame, mask)
+from rawws.frames import (OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT,
+                          RSV1_BIT, Frame, FrameParser, encode_frame, header_violations, mask)
+
+from tests.masking_paths import masking_path  # noqa: F401 (a fixture)
+
+# Every test here runs on each masking implementation: pure Python, and C when built.
+pytestmark = pytest.mark.usefixtures("masking_path")
 
 # The masking key of every masked example in §5.7.
 RFC_KEY = bytes([0x37, 0xFA, 0x21, 0x3D])
@@ -316,6 +321,65 @@ def test_frame_of_exactly_max_frame_size_is_accepted():
     wire = bytes([0x82, 0x7E, 0x03, 0xE8]) + bytes(1000)
     assert parse_one(wire, require_mask=CLIENT_SIDE, max_frame_size=1000) == Frame(
         OP_BINARY, bytes(1000))
+
+
+# ---- the rules, stated once: header_violations ----------------------------
+
+def test_header_violations_names_every_rule_broken_in_the_order_the_parser_checks():
+    # 39 7E 00C8: RSV2 and RSV3 set, a Ping without FIN, a 200-byte payload, unmasked.
+    found = header_violations(0x39, 0x7E, 200, require_mask=SERVER_SIDE)
+    assert [(v.byte, v.rule, v.close_code, v.reason) for v in found] == [
+        (0, "RFC 6455 §5.2", 1002, "reserved bits set without a negotiated extension"),
+        (0, "RFC 6455 §5.2", 1002, "reserved bits set without a negotiated extension"),
+        (1, "RFC 6455 §5.1", 1002, "frame must be masked"),
+        (0, "RFC 6455 §5.5", 1002, "fragmented control frame"),
+        (1, "RFC 6455 §5.5", 1002, "control frame payload over 125 bytes"),
+    ]
+
+
+def test_header_violations_checks_the_length_once_it_is_known():
+    assert header_violations(0x82, 0x7F) == []
+    (top_bit,) = header_violations(0x82, 0x7F, 2**63)
+    assert (top_bit.byte, top_bit.rule, top_bit.close_code) == (2, "RFC 6455 §5.2", 1002)
+    (too_big,) = header_violations(0x82, 0x7E, 1001, payload_limit=1000)
+    assert (too_big.byte, too_big.rule, too_big.close_code, too_big.reason) == (
+        2, "RFC 6455 §10.4", 1009, "frame of 1001 bytes is over the 1000-byte limit")
+    assert isinstance(too_big.error(), MessageTooBig)
+
+
+@pytest.mark.parametrize("require_mask, allowed_rsv_bits", [(SERVER_SIDE, RSV1_BIT),
+                                                            (CLIENT_SIDE, 0)],
+                         ids=["server-deflate", "client"])
+def test_every_two_byte_start_is_refused_exactly_when_a_rule_names_it(require_mask,
+                                                                      allowed_rsv_bits):
+    # The parser's fast path is a table made from header_violations; all 65,536 starts.
+    for first in range(256):
+        for second in range(256):
+            parser = FrameParser(require_mask=require_mask, allowed_rsv_bits=allowed_rsv_bits)
+            parser.feed(bytes((first, second)))
+            try:
+                parser.next_frame()
+                refused = None
+            except ProtocolError as error:
+                refused = (type(error), str(error))
+            found = header_violations(first, second, require_mask=require_mask,
+                                      allowed_rsv_bits=allowed_rsv_bits)
+            named = (found[0].error_type, found[0].reason) if found else None
+            assert refused == named, f"{first:02x} {second:02x}"
+
+
+def test_allowed_rsv_bits_set_after_the_parser_is_made_take_effect():
+    parser = FrameParser(require_mask=CLIENT_SIDE)
+    parser.allowed_rsv_bits = RSV1_BIT      # as rawws.protocol does once deflate is agreed
+    parser.feed(bytes([0xC1, 0x00]))
+    assert parser.next_frame() == Frame(OP_TEXT, b"", rsv1=True)
+
+
+@pytest.mark.parametrize("first", [0xC9, 0xC0], ids=["ping", "continuation"])
+def test_rsv1_on_a_control_or_continuation_frame_is_refused_from_its_header(first):
+    # RFC 7692 §6.1: permessage-deflate's RSV1 marks a data message's first frame only.
+    error = refusal(bytes([first, 0x05]), require_mask=CLIENT_SIDE, allowed_rsv_bits=RSV1_BIT)
+    assert error.close_code == 1002
 
 
 # ---- incremental parsing --------------------------------------------------

@@ -4,7 +4,9 @@ Whatever bytes a peer sends, a `WebSocketConnection` must either report
 events or fail the connection cleanly (§7.1.7): state CLOSED, a Close frame
 queued with 1002, 1007 or 1009, and the transport marked for closing. It must
 never raise, and how the bytes are cut into reads must not change what it
-reports. A `RequestParser` must either return request heads or raise an
+reports. A frame header must get the same verdict from the parser and from
+the annotator of `rawws.tools.trace`: both accept it, or both name the same
+rule first. A `RequestParser` must either return request heads or raise an
 `HTTPError` carrying a 4xx or 5xx status.
 
 Every test draws from `random.Random(seed)` with a fixed seed, so a failure
@@ -22,12 +24,19 @@ import time
 
 import pytest
 
-from rawws.errors import HTTPError
+from rawws import masking
+from rawws.errors import HTTPError, ProtocolError
 from rawws.frames import (OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT,
-                          FrameParser, encode_close_payload, encode_frame, mask)
+                          RSV1_BIT, FrameParser, encode_close_payload, encode_frame, mask)
 from rawws.http import Request, RequestParser
 from rawws.protocol import (BinaryMessage, CloseReceived, Ping, Pong, Role, State, TextMessage,
                             WebSocketConnection)
+from rawws.tools.trace import check_header, header_size, parse_header
+
+from tests.masking_paths import masking_path  # noqa: F401 (a fixture)
+
+# The frame tests run on each masking implementation: pure Python, and C when built.
+on_each_masking_path = pytest.mark.usefixtures("masking_path")
 
 SEED_COUNT = max(1, int(os.environ.get("FUZZ_SEEDS", "3")))
 SEEDS = ((6455, 2011, 1007) + tuple(range(1, SEED_COUNT + 1)))[:SEED_COUNT]   # then 1, 2, 3...
@@ -261,6 +270,7 @@ def check_outcome(connection: WebSocketConnection, events: list, sent: list, lab
 ROLES = [pytest.param(Role.SERVER, id="server"), pytest.param(Role.CLIENT, id="client")]
 
 
+@on_each_masking_path
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("role", ROLES)
 def test_well_formed_stream_gives_the_same_events_however_it_is_cut(role, seed):
@@ -276,6 +286,7 @@ def test_well_formed_stream_gives_the_same_events_however_it_is_cut(role, seed):
         assert cut == whole, label
 
 
+@on_each_masking_path
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("role", ROLES)
 def test_random_frames_give_events_or_a_clean_failure(role, seed):
@@ -290,6 +301,7 @@ def test_random_frames_give_events_or_a_clean_failure(role, seed):
         assert cut == whole, label
 
 
+@on_each_masking_path
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("role", ROLES)
 def test_mutated_streams_give_events_or_a_clean_failure(role, seed):
@@ -305,9 +317,10 @@ def test_mutated_streams_give_events_or_a_clean_failure(role, seed):
         assert cut == whole, label
 
 
+@on_each_masking_path
 @pytest.mark.parametrize("seed", SEEDS)
 def test_mask_follows_the_rfc_rule_across_its_chunk_boundaries(seed):
-    # mask() works in 32 KiB chunks with a shorter last one (rawws.frames):
+    # The fast mask() works in 32 KiB chunks with a shorter last one (rawws.masking):
     # check lengths around the chunk size against §5.3 byte by byte.
     rng = random.Random(seed)
     chunk = 32 * 1024
@@ -317,7 +330,66 @@ def test_mask_follows_the_rfc_rule_across_its_chunk_boundaries(seed):
         data = rng.randbytes(length)
         key = rng.choice((rng.randbytes(4), b"\x00\x00\x00\x00", b"\xff\xff\xff\xff"))
         expected = bytes(byte ^ key[index % 4] for index, byte in enumerate(data))
-        assert mask(data, key) == expected, f"seed {seed}, length {length}, key {key.hex()}"
+        assert masking.mask(data, key) == expected, f"seed {seed}, length {length}, key {key.hex()}"
+
+
+# ---- one frame header, two readers: the parser and the annotator -------------
+
+def random_header(rng: random.Random) -> bytes:
+    """A whole frame header, valid or not: `random_frame`'s kind of fields (RSV
+    bits, reserved opcodes, either masking, lengths in any form, top bit set),
+    now and then mutated or plain random bytes, cut or padded to its size."""
+    roll = rng.random()
+    if roll < 0.15:
+        data = rng.randbytes(rng.randint(2, 14))
+    else:
+        opcode = rng.choice((OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG,
+                             rng.randrange(16)))
+        first = opcode | (0x80 if rng.random() < 0.7 else 0)
+        if rng.random() < 0.12:
+            first |= rng.choice((0x40, 0x40, 0x20, 0x10, 0x70))
+        length = rng.choice((rng.randint(0, 125), rng.randint(120, 130), rng.randint(0, 70_000),
+                             rng.choice((2 ** 63 - 1, 2 ** 63, 2 ** 64 - 1, 2 ** 31))))
+        form = rng.random()
+        mask_bit = 0x80 if rng.random() < 0.5 else 0
+        if length < 126 and form < 0.9:
+            data = bytes((first, mask_bit | length))
+        elif length < 65536 and form < 0.95:
+            data = bytes((first, mask_bit | 126)) + length.to_bytes(2, "big")
+        else:
+            data = bytes((first, mask_bit | 127)) + length.to_bytes(8, "big")
+        data += rng.randbytes(4)    # a masking key, or the start of a payload
+        if roll > 0.7:
+            data = mutate(rng, data)
+    data = data if len(data) >= 2 else data + rng.randbytes(2 - len(data))
+    size = header_size(data[:2])
+    return data[:size] + rng.randbytes(max(0, size - len(data)))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_the_parser_and_the_annotator_give_a_header_the_same_verdict(seed):
+    rng = random.Random(seed)
+    for case in deadline_runs():
+        header = random_header(rng)
+        require_mask = rng.random() < 0.5
+        deflate = rng.random() < 0.4
+        limit = rng.choice((1 << 24, 1000, 125, 2 ** 64))
+        label = (f"seed {seed} case {case}: {header.hex(' ')} (require_mask={require_mask}, "
+                 f"deflate={deflate}, limit {limit})")
+        parser = FrameParser(require_mask=require_mask, max_frame_size=limit,
+                             allowed_rsv_bits=RSV1_BIT if deflate else 0)
+        parser.feed(header)
+        try:
+            parser.next_frame()
+            refused = None
+        except ProtocolError as error:
+            refused = (error.close_code, str(error))
+        findings = check_header(parse_header(header), allow_rsv1=deflate,
+                                sender="client" if require_mask else "server",
+                                max_frame_size=limit)
+        errors = [finding.violation for finding in findings if not finding.warning]
+        named = (errors[0].close_code, errors[0].reason) if errors else None
+        assert refused == named, label
 
 
 # ---- HTTP request heads --------------------------------------------------------

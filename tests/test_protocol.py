@@ -19,6 +19,10 @@ from rawws.protocol import (TRANSITIONS, VECTORED_MIN, BinaryMessage, Cause, Clo
                             Pong, Role, State, TextMessage, WebSocketConnection)
 
 from tests.wire import failed_with, sent_frames
+from tests.masking_paths import masking_path  # noqa: F401 (a fixture)
+
+# Every test here runs on each masking implementation: pure Python, and C when built.
+pytestmark = pytest.mark.usefixtures("masking_path")
 
 RFC_KEY = bytes([0x37, 0xFA, 0x21, 0x3D])
 

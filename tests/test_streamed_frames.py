@@ -18,12 +18,17 @@ import tracemalloc
 
 import pytest
 
-from rawws import frames
+from rawws import masking
 from rawws.frames import (OP_BINARY, OP_CONTINUATION, OP_PING, OP_TEXT, STREAM_THRESHOLD, Frame,
-                          FrameParser, encode_frame, frame_header, mask, mask_chunks)
+                          FrameParser, encode_frame, frame_header, mask)
+from rawws.masking import mask_chunks
 from rawws.protocol import BinaryMessage, Role, TextMessage, WebSocketConnection
 
 from tests.wire import failed_with
+from tests.masking_paths import masking_path  # noqa: F401 (a fixture)
+
+# Every test here runs on each masking implementation: pure Python, and C when built.
+pytestmark = pytest.mark.usefixtures("masking_path")
 
 # The masking key of every masked example in §5.7.
 RFC_KEY = bytes([0x37, 0xFA, 0x21, 0x3D])
@@ -50,9 +55,9 @@ def naive_mask(data: bytes, key: bytes) -> bytes:
 @pytest.fixture
 def pool() -> list[bytearray]:
     """StreamedFrame's pool of spare payload buffers, empty for the test and after it."""
-    frames._spare_buffers.clear()
-    yield frames._spare_buffers
-    frames._spare_buffers.clear()
+    masking._spare_buffers.clear()
+    yield masking._spare_buffers
+    masking._spare_buffers.clear()
 
 
 def big_frame(size: int, *, seed: int, masked: bool = True, fin: bool = True,
@@ -151,7 +156,7 @@ def test_encode_frame_masked_is_the_header_then_the_masked_payload(length):
 
 # ---- §5.3 masking in chunks ------------------------------------------------
 
-CHUNK = frames._MASK_CHUNK
+CHUNK = masking._CHUNK
 
 
 def test_mask_chunks_rfc_example():
@@ -520,7 +525,7 @@ def test_the_pool_keeps_at_most_one_buffer(pool):
 
 def test_a_buffer_over_spare_buffer_max_is_not_kept(pool, monkeypatch):
     # (The limit is lowered so the test needs no 16 MiB frame.)
-    monkeypatch.setattr(frames, "_SPARE_BUFFER_MAX", 100_000)
+    monkeypatch.setattr(masking, "_SPARE_BUFFER_MAX", 100_000)
     wire, payload, header = big_frame(100_001, seed=21)
     _, frame = stream_one(FrameParser(require_mask=SERVER_SIDE), wire, header)
     assert frame == Frame(OP_BINARY, payload)
@@ -528,7 +533,7 @@ def test_a_buffer_over_spare_buffer_max_is_not_kept(pool, monkeypatch):
 
 
 def test_a_buffer_of_spare_buffer_max_bytes_is_kept(pool, monkeypatch):
-    monkeypatch.setattr(frames, "_SPARE_BUFFER_MAX", 100_000)
+    monkeypatch.setattr(masking, "_SPARE_BUFFER_MAX", 100_000)
     wire, _, header = big_frame(100_000, seed=22)
     buffer, _ = stream_one(FrameParser(require_mask=SERVER_SIDE), wire, header)
     assert len(pool) == 1 and pool[0] is buffer

@@ -208,6 +208,26 @@ def test_rsv1_is_allowed_with_deflate_but_not_on_control_or_continuation_frames(
         "carries it (RFC 7692 §6.1)"]
 
 
+def test_a_control_frame_length_in_a_longer_form_is_an_error_as_the_parser_says():
+    assert rules("89 7e 0005") == [
+        "error: byte 1: control frame length in the 16-bit form; a control frame's payload is "
+        "at most 125 bytes, in the 7-bit form (RFC 6455 §5.5)",
+        "warning: byte 1: length 5 sent in the 16-bit form; the minimal form is 7-bit "
+        "(RFC 6455 §5.2)"]
+
+
+def test_a_frame_over_the_receivers_limit_is_named_when_the_limit_is_given():
+    assert rules("82 7e 03e9", max_frame_size=1000) == [
+        "error: byte 2: frame of 1001 bytes is over the 1000-byte limit (RFC 6455 §10.4)"]
+    assert rules("82 7e 03e9") == []
+
+
+def test_a_header_finding_carries_the_parsers_rule_and_close_code():
+    (finding,) = check_header(parse_header(bytes.fromhex("81 05")), sender="client")
+    assert (finding.violation.close_code, finding.violation.reason) == (
+        1002, "frame must be masked")
+
+
 def test_a_frame_breaking_several_rules_names_each():
     lines = annotate_frame(bytes.fromhex("39 7e 00c8") + bytes(200))
     errors = [line for line in lines if "error:" in line]
@@ -274,6 +294,15 @@ def test_control_characters_are_escaped_so_the_terminal_is_safe():
     assert printable("a\x1b[2Jb\n\\") == "a\\x1b[2Jb\\n\\\\"
     assert printable("caf\u00e9 \u263a") == "caf\u00e9 \u263a"
     assert printable("\u202e") == "\\u202e"   # right-to-left override: a format character
+
+
+def test_a_character_past_the_bmp_is_escaped_with_all_its_digits():
+    assert printable("\U000e0001") == "\\U000e0001"   # LANGUAGE TAG, a format character
+
+
+def test_the_characters_asked_for_are_kept_as_they_are():
+    # As the chat client shows a message: its lines, tabs and backslashes kept.
+    assert printable("a\\b\n\tc\x1b\r", keep="\n\t\\") == "a\\b\n\tc\\x1b\\r"
 
 
 # ---- Close bodies (§5.5.1, §7.4) ------------------------------------------------
@@ -543,6 +572,18 @@ def test_file_responses_are_skipped_by_their_length_and_head_has_no_body():
     assert trace.count("[c1 ->]   HTTP/1.1 200 OK") == 2
     assert trace.count("followed by a body of 5 bytes (not shown)") == 1
     assert "handshake done (101)" in trace   # so the HEAD answer was read as bodiless
+
+
+def test_content_length_is_read_as_rawws_http_reads_it():
+    # RFC 9112 §6.3: "5, 5" is 5; conflicting values frame nothing, so the body runs to the end.
+    tracer, out = server_tap()
+    tap = tracer.tap(role="server")
+    tap.incoming(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+    tap.outgoing(b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello"
+                 b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\nhello")
+    lines = out.getvalue().splitlines()
+    assert lines.count("[c1 ->]   followed by a body of 5 bytes (not shown)") == 1
+    assert lines[-1] == "[c1 ->]   followed by a body up to the end of the connection (not shown)"
 
 
 def test_negotiated_deflate_inflates_compressed_frames_in_the_trace():

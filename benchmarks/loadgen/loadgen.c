@@ -87,7 +87,9 @@ static struct {
     double duration, warmup, hold, timeout, close_timeout;
     long max_count;
     const char *subprotocol;
-} opt = {M_ECHO, 0, 1, 64, 0, 10, 1000, 32, 2.0, 0.5, 600.0, 120.0, 5.0, 0, NULL};
+    int busy_poll;              /* never sleep in epoll_wait: a 1-connection echo then
+                                   measures the server's latency, not the wake-ups */
+} opt = {M_ECHO, 0, 1, 64, 0, 10, 1000, 32, 2.0, 0.5, 600.0, 120.0, 5.0, 0, NULL, 0};
 
 static int epfd;
 static conn_t *conns;
@@ -791,7 +793,7 @@ static void run(void) {
     struct epoll_event events[MAX_EVENTS];
     if (opt.mode != M_HANDSHAKES) open_more();   /* handshakes: every slot at once, in tick() */
     while (tick()) {
-        int n = epoll_wait(epfd, events, MAX_EVENTS, 5);
+        int n = epoll_wait(epfd, events, MAX_EVENTS, opt.busy_poll ? 0 : 5);
         if (n < 0 && errno != EINTR) fail("epoll_wait: %s", strerror(errno));
         for (int i = 0; i < n; i++) {
             if (events[i].data.u32 == STDIN_TAG) {
@@ -891,6 +893,7 @@ static void usage(void) {
             "  --conns N        connections (echo, idle), receivers (fanout), at once (handshakes)\n"
             "  --size BYTES     echo message size (default 32)\n"
             "  --binary         echo binary messages (default text; throughput: binary)\n"
+            "  --busy-poll      poll without sleeping (a core spins): latency without wake-ups\n"
             "  --duration S     seconds measured (default 2)\n"
             "  --warmup S       echo: seconds before measuring (default 0.5)\n"
             "  --count N        echo, handshakes: stop after N\n"
@@ -918,6 +921,7 @@ int main(int argc, char **argv) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--binary")) { opt.binary = 1; continue; }
         if (!strcmp(a, "--text")) { opt.binary = 0; continue; }
+        if (!strcmp(a, "--busy-poll")) { opt.busy_poll = 1; continue; }
         if (!v) usage();
         i++;
         if (!strcmp(a, "--port")) opt.port = atoi(v);

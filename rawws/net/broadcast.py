@@ -41,8 +41,7 @@ def broadcast(connections: Iterable[WebSocket], message: str | bytes, *,
             if frame is None:
                 frame = compressed[bits] = encode_shared_frame(message, bits)
         try:   # costs nothing in Python 3.11 unless it catches
-            if ws.send_frame_bytes(frame):
-                queued += 1
+            queued += ws.send_frame_bytes(frame)   # False (0) when the connection is closing
         except Exception as error:
             if on_error is None:
                 log.exception("broadcast: send to %r failed", ws)

@@ -21,6 +21,7 @@ from ..deflate import DeflateOptions
 from ..errors import ConnectionClosed, HandshakeError
 from ..handshake import ClientHandshake
 from ..http import find_head_end, parse_response_head, Response
+from ..origin import DEFAULT_PORTS
 from ..protocol import BinaryMessage, Event, Pong, State, TextMessage, WebSocketConnection
 from .sendqueue import SendQueue
 from ..tools.trace import ConnectionTap, WireTracer
@@ -31,7 +32,6 @@ from ..tools.trace import ConnectionTap, WireTracer
 RECV_SIZE = 64 * 1024
 MAX_RESPONSE_HEAD = 64 * 1024
 DEFAULT_CLOSE_TIMEOUT = 5.0   # seconds to wait for the server's TCP close (§7.1.1)
-DEFAULT_PORTS = {"ws": 80, "wss": 443}
 
 
 class ClientConnection:

@@ -18,7 +18,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ..errors import HTTPError
-from ..handshake import Refusal, is_upgrade_request, server_handshake
+from ..handshake import Refusal, is_upgrade_request, refusal_response, server_handshake
 from ..http import Request, RequestParser, format_response
 from ..protocol import WebSocketConnection
 from .loop import Timer
@@ -119,10 +119,7 @@ class HTTPSession:
         self.deadline = time.monotonic() + self.server.handshake_timeout
 
     def send_error(self, error: HTTPError) -> None:
-        body = (error.reason or "error") + "\n"
-        headers = list(error.headers) + [("Content-Type", "text/plain; charset=utf-8"),
-                                         ("Connection", "close")]
-        self.transport.write(format_response(error.status, headers, body.encode("utf-8")))
+        self.transport.write(refusal_response(error, error.reason or "error"))
         self.finish()
 
     def finish(self) -> None:

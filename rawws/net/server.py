@@ -24,8 +24,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..deflate import DeflateOptions
-from ..handshake import ServerPolicy
-from ..http import Request, format_response
+from ..errors import HTTPError
+from ..handshake import ServerPolicy, refusal_response
+from ..http import Request
 from ..origin import OriginPolicy
 from ..protocol import DEFAULT_MAX_MESSAGE_SIZE
 from ..tools.trace import WireTracer
@@ -45,10 +46,8 @@ DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 DEFAULT_MAX_CONNECTIONS = 10_000
 OVERLOAD_RETRY_AFTER = 5   # seconds, the 503's Retry-After (RFC 9110 §10.2.3)
 # Sent as is, without reading the request, to a connection past max_connections.
-OVERLOAD_RESPONSE = format_response(503, [("Retry-After", str(OVERLOAD_RETRY_AFTER)),
-                                          ("Content-Type", "text/plain; charset=utf-8"),
-                                          ("Connection", "close")],
-                                    b"server busy: too many connections\n")
+OVERLOAD_RESPONSE = refusal_response(HTTPError(503, "server busy: too many connections",
+                                               [("Retry-After", str(OVERLOAD_RETRY_AFTER))]))
 
 
 class WebSocketApp:

@@ -1,6 +1,6 @@
 """The static file server: a request head in, a response out (RFC 9110).
 
-`StaticFiles(root).respond(request)` returns ``(status, headers, body)``; the
+`StaticFiles(root).respond(request)` returns `(status, headers, body)`; the
 caller formats it with `rawws.http.format_response` and writes it. The only
 I/O here is reading files under the web root.
 
@@ -8,10 +8,10 @@ Safety comes first, because a file server's classic bug is serving a file
 outside its root (Beej's demo guards it with a string prefix test). A request
 path goes through two independent guards:
 
-1. The path is split on ``/`` *before* percent-decoding, and each decoded
-   segment is refused if it is empty (``//``), ``.`` or ``..``, or contains a
-   slash (``%2f``), a backslash or a NUL. So no segment can climb, whatever
-   its spelling (``..``, ``%2e%2e``, ``%2E%2E``, ``..%2f``).
+1. The path is split on `/` *before* percent-decoding, and each decoded
+   segment is refused if it is empty (`//`), `.` or `..`, or contains a
+   slash (`%2f`), a backslash or a NUL. So no segment can climb, whatever
+   its spelling (`..`, `%2e%2e`, `%2E%2E`, `..%2f`).
 2. The file's path is resolved with `os.path.realpath` (which follows every
    symlink) and must lie inside the resolved root. This also refuses a
    symlink inside the root that points outside it; one pointing inside is
@@ -21,10 +21,9 @@ Refused and missing paths both answer 404, so a client cannot probe which
 files exist outside the root. A malformed target (not origin-form, bad
 percent-encoding, not UTF-8) is 400. Only regular files are served, opened
 non-blocking so a FIFO cannot stall the server; files larger than
-``max_file_size`` (64 MiB by default) answer 500, since the web root is meant
+`max_file_size` (64 MiB by default) answer 500, since the web root is meant
 to hold small files that are read whole.
 """
-
 from __future__ import annotations
 
 import email.utils
@@ -34,9 +33,7 @@ import stat
 from datetime import timezone
 from pathlib import Path
 
-from rawws.http import STATUS_REASONS, Request
-
-__all__ = ["StaticFiles", "content_type"]
+from ..http import STATUS_REASONS, Request
 
 StaticResponse = tuple[int, list[tuple[str, str]], bytes]
 
@@ -105,7 +102,7 @@ def _percent_decode(segment: str) -> bytes:
             out += segment[pos:].encode("ascii")
             return bytes(out)
         out += segment[pos:percent].encode("ascii")
-        digits = segment[percent + 1 : percent + 3]
+        digits = segment[percent + 1:percent + 3]
         if len(digits) != 2 or digits[0] not in _HEX or digits[1] not in _HEX:
             raise _BadTarget("bad percent-encoding")
         out.append(int(digits, 16))
@@ -117,14 +114,14 @@ def _path_segments(target: str) -> list[str]:
 
     A trailing slash gives a final empty segment, which means "the directory".
     """
-    # RFC 9112 section 3.2.2: a server must accept absolute-form
+    # RFC 9112 §3.2.2: a server must accept absolute-form
     # ("http://host/path") too; its path is what names the file.
     for scheme in ("http://", "https://"):
         if target[:len(scheme)].lower() == scheme:
             slash = target.find("/", len(scheme))
             target = target[slash:] if slash != -1 else "/"
             break
-    # RFC 9112 section 3.2.1: origin-form is an absolute path and an optional
+    # RFC 9112 §3.2.1: origin-form is an absolute path and an optional
     # query. Authority-form (CONNECT's) and "*" (OPTIONS') name no file.
     if not target.startswith("/") or not target.isascii() or not target.isprintable():
         raise _BadTarget("not an origin-form target")
@@ -152,7 +149,7 @@ def _path_segments(target: str) -> list[str]:
 
 
 def _http_date(timestamp: float) -> str:
-    """IMF-fixdate, RFC 9110 section 5.6.7: ``Sun, 06 Nov 1994 08:49:37 GMT``."""
+    """IMF-fixdate, RFC 9110 §5.6.7: `Sun, 06 Nov 1994 08:49:37 GMT`."""
     return email.utils.formatdate(timestamp, usegmt=True)
 
 
@@ -170,7 +167,7 @@ def _parse_http_date(value: str) -> float | None:
 
 
 def _etag_matches(if_none_match: str, etag: str) -> bool:
-    """RFC 9110 section 13.1.2: ``*``, or a list compared weakly (W/ ignored)."""
+    """RFC 9110 §13.1.2: `*`, or a list compared weakly (W/ ignored)."""
     if if_none_match.strip() == "*":
         return True
     opaque = etag.removeprefix("W/")
@@ -197,7 +194,7 @@ class StaticFiles:
         """
         head = request.method == "HEAD"
         if request.method not in ALLOWED_METHODS:
-            # RFC 9110 section 15.5.6: a 405 MUST carry Allow.
+            # RFC 9110 §15.5.6: a 405 MUST carry Allow.
             return self._error(405, head, [("Allow", ", ".join(ALLOWED_METHODS))])
         try:
             segments = _path_segments(request.target)
@@ -231,7 +228,7 @@ class StaticFiles:
             ("Cache-Control", "no-cache"),
         ]
         if self._not_modified(request, etag, status.st_mtime):
-            # RFC 9110 section 15.4.5: a 304 repeats the validators and
+            # RFC 9110 §15.4.5: a 304 repeats the validators and
             # Cache-Control a 200 would have sent, and has no body.
             return 304, validators, b""
         headers = [
@@ -273,16 +270,16 @@ class StaticFiles:
 
     @staticmethod
     def _not_modified(request: Request, etag: str, mtime: float) -> bool:
-        """Evaluate If-None-Match, else If-Modified-Since (RFC 9110 section 13.2.2)."""
+        """Evaluate If-None-Match, else If-Modified-Since (RFC 9110 §13.2.2)."""
         headers = request.headers
         if_none_match = headers.get_all("If-None-Match")
         if if_none_match:
             # When If-None-Match is present, If-Modified-Since is ignored
-            # (section 13.1.3).
+            # (§13.1.3).
             return _etag_matches(", ".join(if_none_match), etag)
         since = headers.get_all("If-Modified-Since")
         if len(since) != 1:
-            return False  # section 13.1.3: ignore a list or an absent field
+            return False  # §13.1.3: ignore a list or an absent field
         since_time = _parse_http_date(since[0])
         if since_time is None:
             return False  # ... and one that is not a valid HTTP-date
@@ -290,10 +287,9 @@ class StaticFiles:
         return int(mtime) <= since_time
 
     @staticmethod
-    def _error(
-        status: int, head: bool, extra: list[tuple[str, str]] | None = None
-    ) -> StaticResponse:
-        """A short plain-text error such as ``404 Not Found\\n``."""
+    def _error(status: int, head: bool,
+               extra: list[tuple[str, str]] | None = None) -> StaticResponse:
+        """A short plain-text error such as `404 Not Found\\n`."""
         body = f"{status} {STATUS_REASONS[status]}\n".encode("ascii")
         headers = [
             ("Content-Type", "text/plain; charset=utf-8"),

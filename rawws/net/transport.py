@@ -30,6 +30,7 @@ which the peer is dropped.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from enum import Enum
 from typing import TYPE_CHECKING, Protocol
 
@@ -76,8 +77,8 @@ class Session(Protocol):
     def output(self) -> list:
         """Pieces the session has queued for the peer since the last call."""
 
-    def after_write(self, queued: int) -> None:
-        """Output moved on; `queued` bytes still wait for the socket."""
+    # Called when output moved on, with the bytes still waiting; None: not needed.
+    after_write: Callable[[int], None] | None
 
     def closed(self) -> None:
         """The socket is closed: stop the session's timers, tell the application."""
@@ -218,10 +219,12 @@ class Transport:
         """Let the session act on what is left queued, drop a peer that reads
         nothing, close once finished, set socket interest."""
         out = self.out
-        self.session.after_write(out.size)
-        if self.state is TransportState.CLOSED:
-            return
-        limit = self.session.max_queued
+        session = self.session
+        if session.after_write is not None:
+            session.after_write(out.size)
+            if self.state is TransportState.CLOSED:
+                return
+        limit = session.max_queued
         if limit is not None and out.size > limit:
             self.server.log.warning("%s:%s dropped: %d bytes unread by the peer",
                                     *self.remote[:2], out.size)

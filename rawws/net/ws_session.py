@@ -117,6 +117,8 @@ class WebSocketSession:
         self.ping_timer: Timer | None = None
         self.awaiting_pong = False
         self.handle = WebSocket(self, request, subprotocol)
+        # What the transport flushes: the protocol's output, with no call in between (hot path).
+        self.output = protocol.buffers_to_send
 
     def start(self) -> None:
         self.call_app(self.app.on_open, self.handle)
@@ -144,11 +146,7 @@ class WebSocketSession:
         if protocol.should_close_transport:
             self.finish()
 
-    def output(self) -> list:
-        return self.protocol.buffers_to_send()
-
-    def after_write(self, queued: int) -> None:
-        pass
+    after_write = None   # nothing to do when output moves: the transport's cap is enough
 
     def closed(self) -> None:
         """The socket is gone: a WebSocket not yet closed ends with 1006 (§7.1.5)."""

@@ -5,7 +5,9 @@ Three layers, each usable alone:
 - `parse_header()` and `annotate_frame()`: pure functions. One frame's bytes
   in, its header fields (RFC 6455 §5.2) and payload (hex, unmasked, as text)
   out as lines of text, with every rule the frame breaks named by byte and
-  section. `python -m rawws.tools.decode` prints them.
+  section. A header's rules are the parser's own (`check_header()` asks
+  `rawws.frames.header_violations`), so the annotator refuses what the parser
+  refuses. `python -m rawws.tools.decode` prints them.
 - `FrameAnnotator`: the frames of one direction in order, carrying what
   spans frames (the message being fragmented, §5.4; a character split
   between frames; the permessage-deflate inflater, RFC 7692).
@@ -38,10 +40,12 @@ from ..close import (CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLO
                     CLOSE_POLICY_VIOLATION, CLOSE_PROTOCOL_ERROR, CLOSE_TLS_HANDSHAKE,
                     CLOSE_UNSUPPORTED_DATA, is_valid_close_code)
 from ..deflate import EMPTY_BLOCK_TAIL
-from ..frames import (FIN_BIT, KNOWN_OPCODES, LENGTH_16BIT, LENGTH_64BIT,
-                     LENGTH_BITS, MASK_BIT, MASK_KEY_SIZE, MAX_CONTROL_PAYLOAD, OP_BINARY,
-                     OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, OPCODE_BITS, RSV1_BIT,
-                     RSV2_BIT, RSV3_BIT, mask)
+from ..frames import (FIN_BIT, LENGTH_16BIT, LENGTH_64BIT, LENGTH_BITS, MASK_BIT, MASK_KEY_SIZE,
+                      MAX_CONTROL_PAYLOAD, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG,
+                      OP_TEXT, OPCODE_BITS, RSV1_BIT, RSV2_BIT, RSV3_BIT, HeaderViolation,
+                      header_violations)
+from ..http import Headers, content_length
+from ..masking import mask
 
 OPCODE_NAMES = {
     OP_CONTINUATION: "CONTINUATION",
@@ -90,6 +94,7 @@ class Finding:
     text: str
     rule: str
     warning: bool = False
+    violation: HeaderViolation | None = None   # the header rule it is, as the parser states it
 
     def __str__(self) -> str:
         kind = "warning" if self.warning else "error"
@@ -121,6 +126,18 @@ class FrameHeader:
     def end(self) -> int:
         """Where the frame ends in the bytes it was read from."""
         return self.offset + self.size + self.length
+
+    @property
+    def first_byte(self) -> int:
+        """FIN, RSV1-3 and the opcode, as on the wire."""
+        return (FIN_BIT * self.fin | RSV1_BIT * self.rsv1 | RSV2_BIT * self.rsv2
+                | RSV3_BIT * self.rsv3 | self.opcode)
+
+    @property
+    def second_byte(self) -> int:
+        """MASK and the 7-bit length field (126 or 127 for the longer forms), as on the wire."""
+        field = {16: LENGTH_16BIT, 64: LENGTH_64BIT}.get(self.length_form, self.length)
+        return MASK_BIT * self.masked | field
 
 
 def header_size(first_two: bytes | bytearray) -> int:
@@ -216,43 +233,25 @@ def header_line(header: FrameHeader) -> str:
     return line
 
 
-def check_header(header: FrameHeader, *, allow_rsv1: bool = False,
-                 sender: str | None = None) -> list[Finding]:
-    """Every rule of §5 the header breaks; `allow_rsv1` once permessage-deflate is negotiated,
-    `sender` ("client" or "server") to check the masking rule of §5.1."""
+def check_header(header: FrameHeader, *, allow_rsv1: bool = False, sender: str | None = None,
+                 max_frame_size: int | None = None) -> list[Finding]:
+    """Every rule the header breaks, as `FrameParser` states them (`header_violations`),
+    then a warning for a length not in its minimal form, which receivers accept.
+
+    `allow_rsv1` once permessage-deflate is negotiated; `sender` ("client" or
+    "server") to check the masking rule of §5.1; `max_frame_size` to check a
+    receiver's limit (§10.4).
+    """
     at = header.offset
-    found = []
-    for bit, is_set in (("RSV1", header.rsv1), ("RSV2", header.rsv2), ("RSV3", header.rsv3)):
-        if not is_set:
-            continue
-        if bit == "RSV1" and allow_rsv1:
-            if header.is_control:
-                found.append(Finding(at, "RSV1 set on a control frame; only the first frame "
-                                         "of a data message may be compressed", "RFC 7692 §6.1"))
-            elif header.opcode == OP_CONTINUATION:
-                found.append(Finding(at, "RSV1 set on a continuation frame; only the first "
-                                         "frame of a message carries it", "RFC 7692 §6.1"))
-        else:
-            found.append(Finding(at, f"{bit} set but no extension negotiated", "RFC 6455 §5.2"))
-    if header.opcode not in KNOWN_OPCODES:
-        found.append(Finding(at, f"reserved opcode {header.opcode:#x}", "RFC 6455 §5.2"))
-    if header.is_control and not header.fin:
-        found.append(Finding(at, "control frame with FIN=0; control frames must not be "
-                                 "fragmented", "RFC 6455 §5.5"))
-    if sender == "client" and not header.masked:
-        found.append(Finding(at + 1, "MASK=0, but a client masks every frame it sends",
-                             "RFC 6455 §5.1"))
-    elif sender == "server" and header.masked:
-        found.append(Finding(at + 1, "MASK=1, but a server never masks its frames",
-                             "RFC 6455 §5.1"))
-    if header.is_control and header.length > MAX_CONTROL_PAYLOAD:
-        found.append(Finding(at + 1, f"control frame payload {header.length} > "
-                                     f"{MAX_CONTROL_PAYLOAD}", "RFC 6455 §5.5"))
-    if header.length_form == 64 and header.length >> 63:
-        found.append(Finding(at + 2, "64-bit length with its most significant bit set",
-                             "RFC 6455 §5.2"))
+    require_mask = {"client": True, "server": False}.get(sender or "")
+    found = [Finding(at + violation.byte, violation.detail, violation.rule, violation=violation)
+             for violation in header_violations(header.first_byte, header.second_byte,
+                                                header.length, require_mask=require_mask,
+                                                allowed_rsv_bits=RSV1_BIT if allow_rsv1 else 0,
+                                                payload_limit=max_frame_size)]
     minimal = 7 if header.length < LENGTH_16BIT else 16 if header.length <= 0xFFFF else 64
     if header.length_form != minimal:
+        # §5.2: "the minimal number of bytes MUST be used", a rule for the sender.
         found.append(Finding(at + 1, f"length {header.length} sent in the "
                                      f"{header.length_form}-bit form; the minimal form is "
                                      f"{minimal}-bit", "RFC 6455 §5.2", warning=True))
@@ -265,18 +264,23 @@ _ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
 
 
-def printable(text: str) -> str:
+def printable(text: str, keep: str = "") -> str:
     """Text made safe to print: control and format characters (an escape
-    sequence could drive the terminal) written as escapes, and so is `\\`."""
+    sequence could drive the terminal) written as escapes, and so is `\\`,
+    so that every escape shown is one. The characters in `keep` stay as they
+    are: the chat client keeps a message's newlines, tabs and backslashes."""
     if text.isprintable() and "\\" not in text:
         return text
     out = []
     for ch in text:
-        if ch in _ESCAPES:
+        if ch in keep:
+            out.append(ch)
+        elif ch in _ESCAPES:
             out.append(_ESCAPES[ch])
         elif unicodedata.category(ch) in _ESCAPED_CATEGORIES:
             code = ord(ch)
-            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+            out.append(f"\\x{code:02x}" if code < 0x100 else
+                       f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
         else:
             out.append(ch)
     return "".join(out)
@@ -767,7 +771,7 @@ class _Direction:
             else:
                 conn.methods.append(lines[0].split(" ", 1)[0])
                 body = _request_body(fields)
-                if "websocket" in fields.get("upgrade", "").lower():
+                if "websocket" in _field(fields, "Upgrade").lower():
                     # What follows waits for the answer: frames after a 101, HTTP else.
                     conn.waiting_for_upgrade = True
                     self.state = "what came before the handshake's answer"
@@ -803,15 +807,19 @@ class _Direction:
             self.emit(annotator.finish(header))
 
 
-def _header_fields(lines: list[str]) -> dict[str, str]:
-    """Header fields by lower-cased name; repeated fields joined with commas."""
-    fields: dict[str, str] = {}
+def _header_fields(lines: list[str]) -> Headers:
+    """The field lines of a head, as they are; a line without a colon is left out."""
+    fields = Headers()
     for line in lines:
         name, sep, value = line.partition(":")
         if sep:
-            key = name.strip().lower()
-            fields[key] = f"{fields[key]}, {value.strip()}" if key in fields else value.strip()
+            fields.add(name.strip(), value.strip())
     return fields
+
+
+def _field(fields: Headers, name: str) -> str:
+    """Every value of the field `name`, joined with commas ("" if there is none)."""
+    return ", ".join(fields.get_all(name))
 
 
 def _status(status_line: str) -> int:
@@ -822,25 +830,28 @@ def _status(status_line: str) -> int:
         return 0
 
 
-def _request_body(fields: dict[str, str]) -> int | None:
+def _request_body(fields: Headers) -> int | None:
     """Body bytes after a request head (RFC 9112 §6.3): Content-Length, or none."""
-    if "transfer-encoding" in fields:
+    if "Transfer-Encoding" in fields:
         return None
-    return _content_length(fields) or 0
+    return _body_length(fields) or 0
 
 
-def _response_body(status: int, method: str, fields: dict[str, str]) -> int | None:
+def _response_body(status: int, method: str, fields: Headers) -> int | None:
     """Body bytes after a response head (RFC 9112 §6.3); None: up to the end of the connection."""
     if method == "HEAD" or 100 <= status < 200 or status in (204, 304):
         return 0
-    if "transfer-encoding" in fields:
+    if "Transfer-Encoding" in fields:
         return None
-    return _content_length(fields)
+    return _body_length(fields)
 
 
-def _content_length(fields: dict[str, str]) -> int | None:
-    value = fields.get("content-length", "").split(",")[0].strip()
-    return int(value) if value.isdigit() else None
+def _body_length(fields: Headers) -> int | None:
+    """Content-Length as `rawws.http` reads it; None when absent or invalid."""
+    try:
+        return content_length(fields)
+    except ValueError:
+        return None
 
 
 class ConnectionTap:
@@ -872,10 +883,10 @@ class ConnectionTap:
         if data:
             self.outgoing_side.feed(bytes(data))
 
-    def upgraded(self, fields: dict[str, str]) -> None:
+    def upgraded(self, fields: Headers) -> None:
         """A 101 went by: both directions carry frames now, maybe compressed."""
         self.websocket = True
-        extensions = fields.get("sec-websocket-extensions", "")
+        extensions = _field(fields, "Sec-WebSocket-Extensions")
         deflate = "permessage-deflate" in extensions.lower()
         note = f"; extensions: {extensions}" if extensions else "; no extensions"
         self.tracer.write(f"[{self.name} ==]", ["handshake done (101): WebSocket frames "
