@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 3490
 
-.PHONY: run echo test bench bench-quick bench-refs clean conformance conformance-quick fuzz
+.PHONY: run echo test bench bench-quick bench-refs bench-backplane clean conformance conformance-quick fuzz
 
 # pip also builds rawws/_speedups.c, the optional C masking, when a C compiler is there.
 $(STAMP): pyproject.toml setup.py rawws/_speedups.c
@@ -34,7 +34,7 @@ LOADGEN     := build/loadgen
 $(BENCH_STAMP):
 	-$(PYTHON) -m venv $(BENCH_VENV)
 	-$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
-	-$(BENCH_VENV)/bin/python -m pip install --quiet websockets aiohttp picows \
+	-$(BENCH_VENV)/bin/python -m pip install --quiet websockets aiohttp picows redis \
 	    || echo "bench: some references did not install; they will be reported as skipped"
 	mkdir -p $(BENCH_VENV) && touch $(BENCH_STAMP)
 
@@ -52,6 +52,11 @@ bench: $(STAMP) $(LOADGEN) bench-refs
 
 bench-quick: $(STAMP) $(LOADGEN) bench-refs
 	$(PY) -m benchmarks --quick $(BENCH_ARGS)
+
+# The chat's fan-out through the Redis backplane, 2 workers, beside one process
+# (benchmarks/backplane.py, docs/scaling.md); needs Debian's redis-server.
+bench-backplane: $(STAMP) $(LOADGEN) $(BENCH_STAMP)
+	$(PY) -m benchmarks.backplane
 
 # The parser fuzz tests, long: FUZZ_SEEDS seeds, each test up to FUZZ_SECONDS
 # per seed (about 18 x 6 x 5 s = 9 minutes by default); `make test` runs them briefly.

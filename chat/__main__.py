@@ -1,10 +1,13 @@
 """`python -m chat`: the chat server, web page and WebSocket endpoint on one port.
 
     python -m chat [--host H] [--port P] [--root DIR] [--allowed-origin ORIGIN ...]
+                   [--backplane redis://HOST:PORT/DB [--room NAME] [--workers N]]
 
 Prints `Serving on http://HOST:PORT/` once listening (with the real port, so
 `--port 0` can be read by a script); SIGINT and SIGTERM close every
-WebSocket with 1001 and exit 0.
+WebSocket with 1001 and exit 0. With `--backplane`, every server started
+with the same Redis URL and room serves one room (chat/backplane.py); with
+`--workers N`, N such servers share the port (chat/workers.py).
 """
 from __future__ import annotations
 
@@ -17,8 +20,12 @@ from rawws.net.server import (DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
                               DEFAULT_MAX_MEMORY, DeflateOptions, Server)
 from rawws.tools.trace import WireTracer
 
+from rawws.net.redis import parse_url
+
 from .app import ChatApp
-from .room import Limits
+from .backplane import DEFAULT_CONNECT_TIMEOUT, DEFAULT_ROOM, DEFAULT_TTL, RedisBackplane
+from .health import HealthCheck
+from .room import Limits, Room
 
 DEFAULT_ROOT = Path(__file__).resolve().parent.parent / "www"
 DEFAULT_PORT = 3490   # Beej's port
@@ -152,11 +159,44 @@ def build_parser() -> argparse.ArgumentParser:
                              "read are dropped, a message that does not fit is refused (1009) "
                              "and new connections get 503 "
                              f"(default {DEFAULT_MAX_MEMORY // (1024 * 1024)} MiB)")
+    scale = p.add_argument_group("more than one process (docs/scaling.md)")
+    scale.add_argument("--backplane", metavar="URL",
+                       help="redis://HOST[:PORT][/DB]: share the room with every chat server "
+                            "started with the same Redis and --room")
+    scale.add_argument("--room", default=DEFAULT_ROOM, metavar="NAME",
+                       help=f"the room's name in Redis, for several rooms on one Redis "
+                            f"(default {DEFAULT_ROOM!r})")
+    scale.add_argument("--backplane-ttl", metavar="S", type=positive_float, default=DEFAULT_TTL,
+                       help="seconds a server's heartbeat in Redis lives: the users of a server "
+                            "that dies leave within about 4/3 of this "
+                            f"(default {DEFAULT_TTL:g})")
+    scale.add_argument("--backplane-timeout", metavar="S", type=positive_float,
+                       default=DEFAULT_CONNECT_TIMEOUT,
+                       help="seconds to reach Redis at start before giving up "
+                            f"(default {DEFAULT_CONNECT_TIMEOUT:g})")
+    scale.add_argument("--healthz-fail-when-down", action="store_true",
+                       help="answer GET /healthz with 503 while the backplane is down "
+                            "(default: 200, saying \"down\")")
+    scale.add_argument("--workers", metavar="N", type=positive_int, default=1,
+                       help="run N processes sharing the port (SO_REUSEPORT); needs "
+                            "--backplane above 1 (default 1)")
+    scale.add_argument("--reuse-port", action="store_true",
+                       help="listen with SO_REUSEPORT, beside other processes on the port")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.workers > 1 and not args.backplane:
+        parser.error("--workers above 1 needs --backplane redis://...: without it each worker "
+                     "would be a room of its own, and users would not see each other")
+    if args.backplane:
+        try:
+            args.backplane_address = parse_url(args.backplane)
+        except ValueError as error:
+            parser.error(f"--backplane: {error}")
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     limits = Limits(max_message_length=args.max_message_length,
@@ -168,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     if not root.is_dir():
         print(f"python -m chat: the web root {root} is not a folder", file=sys.stderr)
         return 1
+    if args.workers > 1:
+        from . import workers
+        return workers.run(args, argv)
     app = ChatApp(limits=limits, allowed_origins=args.allowed_origin)
     try:
         server = Server(app, host=args.host, port=args.port, web_root=root,
@@ -179,16 +222,47 @@ def main(argv: list[str] | None = None) -> int:
                         max_connections=args.max_connections,
                         max_memory=args.max_memory, kernel_unsent=CHAT_KERNEL_UNSENT,
                         compression=None if args.no_compression else CHAT_COMPRESSION,
-                        tracer=WireTracer(sys.stderr) if args.trace else None)
+                        tracer=WireTracer(sys.stderr) if args.trace else None,
+                        reuse_port=args.reuse_port)
     except OSError as error:   # port in use, address not ours...
         print(f"python -m chat: cannot listen on {args.host}:{args.port}: {error.strerror or error}",
               file=sys.stderr)
         return 1
+    server.files = HealthCheck(server.files, app, fail_when_down=args.healthz_fail_when_down)
+    backplane = None
+    if args.backplane:
+        backplane = RedisBackplane(server.loop, args.backplane, args.room, ttl=args.backplane_ttl,
+                                   connect_timeout=args.backplane_timeout)
+        app.room = Room(limits, backplane=backplane)
+        error = _start_backplane(server, backplane)
+        if error is not None:
+            print(f"python -m chat: cannot reach the backplane at {backplane.address}: {error}",
+                  file=sys.stderr)
+            backplane.close()
+            server.listener.close()
+            return 1
     host = f"[{server.host}]" if ":" in server.host else server.host
     server.install_signal_handlers()   # before the line a script may answer with a signal
     print(f"Serving on http://{host}:{server.port}/", flush=True)
-    server.serve_forever()
+    try:
+        server.serve_forever()
+    finally:
+        if backplane is not None:
+            backplane.close()
     return 0
+
+
+def _start_backplane(server: Server, backplane: RedisBackplane) -> Exception | None:
+    """Run the loop until the backplane has read the room and said hello, or failed."""
+    outcome: list[Exception | None] = []
+
+    def ready(error: Exception | None) -> None:
+        outcome.append(error)
+        server.loop.stop()
+
+    backplane.start(ready)
+    server.loop.run_forever()
+    return outcome[0] if outcome else RuntimeError("interrupted")
 
 
 if __name__ == "__main__":

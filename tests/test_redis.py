@@ -305,6 +305,19 @@ def test_reconnector_logs_down_and_back_once_and_reconnects_on_the_same_port(
     assert keeper.connection is None and ups[1].state == "closed"
 
 
+def test_a_quiet_reconnector_logs_down_and_back_at_debug_only(loop, caplog):
+    port = free_port()   # nothing listens there
+    keeper = Reconnector(loop, f"redis://127.0.0.1:{port}", on_up=lambda _: None,
+                         name="quiet", initial_delay=0.01, max_delay=0.02, quiet=True)
+    with caplog.at_level(logging.DEBUG, logger="rawws.redis"):
+        keeper.start()
+        run_until(loop, lambda: keeper.attempts >= 3)
+    keeper.close()
+    quiet = [record for record in caplog.records if "quiet" in record.getMessage()]
+    assert any("is down" in record.getMessage() for record in quiet)
+    assert all(record.levelno == logging.DEBUG for record in quiet)
+
+
 def test_reconnector_backs_off_exponentially_up_to_its_cap(loop):
     port = free_port()   # nothing listens there
     starts = []

@@ -490,7 +490,9 @@ class Reconnector:
     `on_down(error)` is called when an open connection is lost.
 
     The log says once that Redis is down and once that it is back, however
-    many attempts fail in between (each of those at DEBUG level only).
+    many attempts fail in between (each of those at DEBUG level only). With
+    `quiet=True` those lines go to DEBUG too: for a second connection to the
+    same Redis, whose owner already logs the first one's.
     """
 
     def __init__(self, loop: EventLoop, address: RedisAddress | str, *,
@@ -498,7 +500,7 @@ class Reconnector:
                  on_down: Callable[[RedisConnectionError], object] | None = None,
                  on_push: Callable[[list], object] | None = None,
                  name: str = "redis", connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-                 initial_delay: float = 0.1, max_delay: float = 5.0,
+                 initial_delay: float = 0.1, max_delay: float = 5.0, quiet: bool = False,
                  **connection_options: int) -> None:
         self.loop = loop
         self.address = parse_url(address) if isinstance(address, str) else address
@@ -510,6 +512,7 @@ class Reconnector:
         self.initial_delay = initial_delay
         self.max_delay = max_delay
         self.connection_options = connection_options
+        self._level = logging.DEBUG if quiet else logging.WARNING
         self.connection: RedisConnection | None = None   # the open one, when up
         self.attempts = 0          # failed attempts since the last time it was up
         self._trying: RedisConnection | None = None
@@ -551,17 +554,18 @@ class Reconnector:
             self.attempts += 1
             if self._down_since is None:
                 self._down_since = time.monotonic()
-                log.warning("%s: Redis at %s is down (%s); retrying, at most every %g s",
-                            self.name, self.address, error, self.max_delay)
+                log.log(self._level, "%s: Redis at %s is down (%s); retrying, at most every %g s",
+                        self.name, self.address, error, self.max_delay)
             else:
                 log.debug("%s: attempt %d failed: %s", self.name, self.attempts, error)
             self._retry()
             return
         if self._down_since is not None:
-            log.info("%s: Redis at %s is back, after %.1f s", self.name, self.address,
-                        time.monotonic() - self._down_since)
+            log.log(min(self._level, logging.INFO), "%s: Redis at %s is back, after %.1f s",
+                    self.name, self.address, time.monotonic() - self._down_since)
         else:
-            log.info("%s: connected to Redis at %s", self.name, self.address)
+            log.log(min(self._level, logging.INFO), "%s: connected to Redis at %s",
+                    self.name, self.address)
         self._down_since = None
         self.attempts = 0
         self.connection = connection
@@ -572,8 +576,8 @@ class Reconnector:
         if self._closed:
             return
         self._down_since = time.monotonic()
-        log.warning("%s: Redis at %s is down (%s); reconnecting, at most every %g s",
-                    self.name, self.address, error, self.max_delay)
+        log.log(self._level, "%s: Redis at %s is down (%s); reconnecting, at most every %g s",
+                self.name, self.address, error, self.max_delay)
         if self.on_down is not None:
             _call(self.on_down, error)
         self._retry()

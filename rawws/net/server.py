@@ -135,7 +135,8 @@ class Server:
                  max_memory: int = DEFAULT_MAX_MEMORY,
                  kernel_unsent: int | None = None,
                  compression: DeflateOptions | None = DeflateOptions(),
-                 backlog: int = 1024, tracer: WireTracer | None = None) -> None:
+                 backlog: int = 1024, tracer: WireTracer | None = None,
+                 reuse_port: bool = False) -> None:
         self.app = app
         self.tracer = tracer   # --trace: print every byte in and out (rawws.tools.trace)
         # permessage-deflate (RFC 7692) for clients that offer it; None turns it off.
@@ -183,7 +184,10 @@ class Server:
         self.shutting_down = False
         raise_fd_limit()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.listener = socket.create_server((host, port), family=family, backlog=backlog)
+        # reuse_port: several processes listen on one port (SO_REUSEPORT), the
+        # kernel spreading new connections among them (`python -m chat --workers`).
+        self.listener = socket.create_server((host, port), family=family, backlog=backlog,
+                                             reuse_port=reuse_port)
         self.listener.setblocking(False)
         self.host, self.port = self.listener.getsockname()[:2]
         self.loop.register(self.listener, EVENT_READ, self._accept)
