@@ -11,6 +11,10 @@ Hostile clients (docs/security.md): a request head must be complete within
 `handshake_timeout` seconds (slowloris), past `max_connections` open
 sockets a new one gets a fixed 503 and is closed unread, and a WebSocket
 whose unsent output passes `max_write_buffer` (a slow reader) is dropped.
+
+With an `ssl_context` every accepted socket is a `TLSTransport`
+(rawws.net.tls): `https://` and `wss://` on the one port, the sessions
+unchanged above it.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import errno
 import logging
 import signal
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -32,6 +37,7 @@ from ..tools.trace import WireTracer
 from .http_session import HTTPSession
 from .loop import EVENT_READ, EventLoop, Timer
 from .static import StaticFiles
+from .tls import TLSTransport
 from .transport import Transport
 from .ws_session import WebSocket, WebSocketSession
 
@@ -100,8 +106,12 @@ class Server:
                  max_write_buffer: int | None = None,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS,
                  compression: DeflateOptions | None = DeflateOptions(),
-                 backlog: int = 1024, tracer: WireTracer | None = None) -> None:
+                 backlog: int = 1024, tracer: WireTracer | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.app = app
+        # TLS on every connection (rawws.net.tls.server_context makes the default one).
+        self.ssl_context = ssl_context
+        self.transport_class = TLSTransport if ssl_context is not None else Transport
         self.tracer = tracer   # --trace: print every byte in and out (rawws.tools.trace)
         # permessage-deflate (RFC 7692) for clients that offer it; None turns it off.
         self.compression = compression
@@ -152,7 +162,9 @@ class Server:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}/"
+        scheme = "https" if self.ssl_context is not None else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}/"
 
     def new_session(self, transport: Transport) -> HTTPSession:
         """Every accepted connection starts as HTTP."""
@@ -181,18 +193,24 @@ class Server:
             if len(self.connections) >= self.max_connections:
                 self._refuse(sock)
                 continue
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = Transport(self, sock, remote)
+            try:
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                conn = self.transport_class(self, sock, remote)
+            except OSError as error:   # gone already (wrapping for TLS asks the peer's address)
+                log.debug("%s:%s lost at accept: %s", *remote[:2], error)
+                sock.close()
+                continue
             self.connections.add(conn)
-            self.loop.register(sock, EVENT_READ, conn.on_ready)
+            self.loop.register(conn.sock, EVENT_READ, conn.on_ready)
 
     def _refuse(self, sock: socket.socket) -> None:
         """Past max_connections: a fixed 503, then close; costs no state or timer."""
         self.refused += 1
         try:
             sock.setblocking(False)
-            sock.send(OVERLOAD_RESPONSE)   # a new socket's buffer takes it whole
+            if self.ssl_context is None:   # a TLS client could not read it: just close
+                sock.send(OVERLOAD_RESPONSE)   # a new socket's buffer takes it whole
             # Read what came already (a request head): closing with unread
             # bytes would send a RST, which may overtake the 503.
             sock.recv(64 * 1024)
