@@ -531,3 +531,22 @@ def test_the_trace_says_tls_and_shows_the_decrypted_bytes(tls_serve, tls_certs):
     assert "TLS handshake done: TLSv1.3" in stream.text
     assert "GET / HTTP/1.1" in stream.text
     assert '"traced"' in stream.text
+
+
+# ---- the origin over TLS -------------------------------------------------------------------------
+
+def test_over_tls_the_chat_accepts_its_https_origin(chat_server, tls_certs):
+    server, _ = chat_server(ssl_context=server_context(tls_certs.cert, tls_certs.key))
+    client = tls_raw(server.port, tls_certs)
+    client.upgrade(origin=f"https://127.0.0.1:{server.port}", subprotocols=[m.PROTOCOL_V2])
+    client.close()
+
+
+def test_over_tls_the_chat_refuses_the_http_origin_of_the_same_host(chat_server, tls_certs):
+    server, _ = chat_server(ssl_context=server_context(tls_certs.cert, tls_certs.key))
+    client = tls_raw(server.port, tls_certs)
+    client.send(build_request(f"127.0.0.1:{server.port}", "/", make_key(),
+                              subprotocols=[m.PROTOCOL_V2], origin=f"http://127.0.0.1:{server.port}"))
+    response, _ = client.read_response()
+    assert response.status == 403
+    client.close()

@@ -65,8 +65,9 @@ class WebSocketApp:
     allowed_origins: Iterable[str] | None = None
 
     def check_origin(self, origin: str | None, request: Request) -> bool:
-        """Accept or refuse (403) the handshake's Origin (RFC 6455 §10.2)."""
-        policy = OriginPolicy(self.allowed_origins)
+        """Accept or refuse (403) the handshake's Origin (RFC 6455 §10.2): over
+        TLS the server's own origin is https://, as the page's is."""
+        policy = OriginPolicy(self.allowed_origins, scheme=request.scheme)
         return policy.allows(origin, request.headers.get("Host"))
 
     def select_subprotocol(self, offered: list[str], request: Request) -> str | None:

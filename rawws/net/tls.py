@@ -50,7 +50,9 @@ log = logging.getLogger("rawws.server")
 
 # The largest plaintext of one TLS record (RFC 8446 §5.1, RFC 5246 §6.2.1).
 RECORD_SIZE = 16 * 1024
-# Writes per writable event at most, so one fast peer cannot hold the loop.
+# Reads and writes per ready event at most, so one peer sending or taking
+# tiny records cannot hold the loop; what is left is reported again.
+MAX_READS = 64
 MAX_WRITES = 64
 # TLS 1.2 cipher suites: forward-secret AEAD only, as in Mozilla's
 # "intermediate" server configuration (wiki.mozilla.org/Security/Server_Side_TLS).
@@ -67,6 +69,9 @@ HANDSHAKE_REASONS = {
     "NO_SHARED_CIPHER": "no cipher in common",
     "NO_CIPHERS_AVAILABLE": "no cipher in common",
     "NO_APPLICATION_PROTOCOL": "no ALPN protocol in common",
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "the client does not trust our certificate",
+    "TLSV1_ALERT_UNKNOWN_CA": "the client does not know our certificate's CA",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "the client refused our certificate",
 }
 
 
@@ -219,6 +224,8 @@ class TLSTransport(Transport):
             self.handshake()
             return
         self.read_soon = False
+        if self.state is TransportState.CLOSED or self.state is TransportState.PEER_ENDED:
+            return   # (a read scheduled for pending bytes, after the end)
         self.read_wants_write = False
         sock = self.sock
         view = self.server.read_view
@@ -227,7 +234,9 @@ class TLSTransport(Transport):
         ended = False
         # Whole records while the kernel has them and the buffer has room for
         # one more: never half a record left behind in the SSL object.
-        while room - count >= RECORD_SIZE:
+        reads = 0
+        while room - count >= RECORD_SIZE and reads < MAX_READS:
+            reads += 1
             try:
                 got = sock.recv_into(view[count:])
             except ssl.SSLWantReadError:
