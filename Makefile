@@ -61,7 +61,8 @@ fuzz: $(STAMP)
 	    $(PY) -m pytest -q --timeout=0 tests/test_fuzz.py tests/test_fuzz_handshake.py \
 	        tests/test_resp_fuzz.py
 
-# Autobahn|Testsuite, server and client side (docs/conformance.md); installs it when missing.
+# Autobahn|Testsuite, server and client side, over ws:// then wss:// (docs/conformance.md);
+# installs it when missing.
 conformance: $(STAMP)
 	bash tools/autobahn/install.sh
 	$(PY) tools/autobahn/run.py --mode full
