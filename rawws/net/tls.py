@@ -12,10 +12,11 @@ drives it on the non-blocking loop, where three things differ from TCP:
   at the accept: a peer that opens TCP and never finishes TLS is dropped
   when that timeout ends, and counts toward `max_connections` meanwhile.
 - Reading: the kernel holds records, the SSL object holds what it has
-  decrypted (`pending()`). A read takes whole records until the kernel has
-  no more (each `recv_into` has room for a full record, 2**14 bytes, RFC
-  8446 §5.1), and bytes left in the SSL object are read at once, not left
-  for a select() that will never report them.
+  decrypted (`pending()`). Each `recv_into` has room for a whole record
+  (2**14 bytes of plaintext, RFC 8446 §5.1), so none is left half-read;
+  full records are read on while they come, and bytes left in the SSL
+  object are read at once, not left for a select() that will never report
+  them (the kernel's records it does report).
 - Writing: `SSLSocket.send` takes all of a buffer or nothing (Python does
   not enable OpenSSL's partial writes), and a send that raised
   `SSLWantWriteError` must be repeated with the same bytes
@@ -232,8 +233,11 @@ class TLSTransport(Transport):
         room = len(view)
         count = 0
         ended = False
-        # Whole records while the kernel has them and the buffer has room for
-        # one more: never half a record left behind in the SSL object.
+        # Whole records (each read has room for a full one, so none is left
+        # half-read in the SSL object), while they come full: a short record
+        # usually ends what the peer sent, and asking again would cost an
+        # SSLWantReadError (an exception, about as dear as the read itself);
+        # records still in the kernel are reported by select() again.
         reads = 0
         while room - count >= RECORD_SIZE and reads < MAX_READS:
             reads += 1
@@ -258,6 +262,8 @@ class TLSTransport(Transport):
                 ended = True
                 break
             count += got
+            if got < RECORD_SIZE:
+                break
         if count:
             self.received(view[:count])
         if ended:
@@ -269,9 +275,11 @@ class TLSTransport(Transport):
         self._read_pending()
 
     def _read_pending(self) -> None:
-        """Plaintext the SSL object holds is never reported by select(): read it soon."""
-        if (not self.read_soon and self.events & EVENT_READ
-                and self.state is not TransportState.CLOSED and self.sock.pending()):
+        """Plaintext the SSL object holds is never reported by select(): read it soon.
+        (With a whole record's room in every read there is none; this is the
+        guard for when that stops being so.)"""
+        if (not self.read_soon and self.state is not TransportState.CLOSED
+                and self.sock.pending()):
             self.read_soon = True
             self.loop.call_later(0, self.read_in)
 
@@ -284,7 +292,6 @@ class TLSTransport(Transport):
         if extra and self.events | extra != self.events:
             self.events |= extra
             self.loop.modify(self.sock, self.events, self.on_ready)
-        self._read_pending()
 
     # ---- writing ----------------------------------------------------------------
 
