@@ -37,9 +37,11 @@ $(BENCH_STAMP):
 	    || echo "bench: some references did not install; they will be reported as skipped"
 	mkdir -p $(BENCH_VENV) && touch $(BENCH_STAMP)
 
+# With OpenSSL (libssl-dev) for the TLS cases; without it they are skipped.
 $(LOADGEN): benchmarks/loadgen/loadgen.c
 	mkdir -p build
-	gcc -O2 -Wall -Wextra -o $@ $<
+	gcc -O2 -Wall -Wextra -DWITH_TLS -o $@ $< -lssl -lcrypto 2>/dev/null \
+	    || gcc -O2 -Wall -Wextra -o $@ $<
 
 bench-refs: $(BENCH_STAMP)
 	-@if command -v npm >/dev/null 2>&1; then \
