@@ -73,7 +73,7 @@ typedef struct {
     int fd, id, state, events;
     /* TLS: the OpenSSL connection; a write to repeat (0 owned bytes, 1 segment, -1 none) */
     SSL *ssl;
-    int tls_retry, tls_want_write;
+    int tls_retry, tls_want_write, tls_eof;   /* tls_eof: the end came after the last data */
     /* output: owned bytes (handshake, control, chat frames) and a shared segment */
     uint8_t *obuf;
     size_t olen, ooff, ocap;
@@ -323,14 +323,21 @@ static ssize_t io_recv(conn_t *c, uint8_t *buf, size_t len) {
 #ifdef WITH_TLS
     if (c->ssl) {
         size_t got = 0;
+        if (c->tls_eof) return 0;
         while (len - got >= 16384) {   /* room for a record's plaintext (RFC 8446 §5.1) */
             size_t n = 0;
             ERR_clear_error();
             if (SSL_read_ex(c->ssl, buf + got, len - got, &n) > 0) { got += n; continue; }
             int e = SSL_get_error(c->ssl, 0);
             if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) break;
-            if (got) break;          /* the end (or the error) again at the next call */
-            if (e == SSL_ERROR_ZERO_RETURN) return 0;
+            if (e == SSL_ERROR_ZERO_RETURN) {
+                /* close_notify (or TCP's EOF): now, or after the data read so far, since
+                 * no readiness event may come for it again */
+                if (!got) return 0;
+                c->tls_eof = 1;
+                break;
+            }
+            if (got) break;          /* the error again at the next call */
             errno = ECONNRESET;
             return -1;
         }
@@ -619,6 +626,7 @@ static void on_readable(conn_t *c) {
     }
     if (c->state == S_UPGRADING) on_head(c, rbuf, n);
     else feed_frames(c, rbuf, n);
+    if (c->tls_eof && c->fd >= 0 && c->state != S_DONE) on_readable(c);   /* its end, now */
 }
 
 /* TLS: drive the client handshake; once done, send the WebSocket upgrade. */

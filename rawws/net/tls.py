@@ -14,9 +14,9 @@ drives it on the non-blocking loop, where three things differ from TCP:
 - Reading: the kernel holds records, the SSL object holds what it has
   decrypted (`pending()`). Each `recv_into` has room for a whole record
   (2**14 bytes of plaintext, RFC 8446 §5.1), so none is left half-read;
-  full records are read on while they come, and bytes left in the SSL
-  object are read at once, not left for a select() that will never report
-  them (the kernel's records it does report).
+  records are read on while the kernel holds more (FIONREAD), and bytes
+  left in the SSL object are read at once, not left for a select() that
+  will never report them.
 - Writing: `SSLSocket.send` takes all of a buffer or nothing (Python does
   not enable OpenSSL's partial writes), and a send that raised
   `SSLWantWriteError` must be repeated with the same bytes
@@ -35,6 +35,7 @@ protocol version or cipher) is one INFO line and a closed socket.
 """
 from __future__ import annotations
 
+import array
 import logging
 import socket
 import ssl
@@ -42,6 +43,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .loop import EVENT_READ, EVENT_WRITE
+
+try:   # how many bytes the kernel holds for a socket (Linux, the BSDs, macOS: ioctl(2))
+    from fcntl import ioctl
+    from termios import FIONREAD
+except ImportError:   # pragma: no cover - not POSIX
+    ioctl = None
 from .transport import Transport, TransportState
 
 if TYPE_CHECKING:
@@ -162,6 +169,8 @@ class TLSTransport(Transport):
         self.write_wants_read = False   # a write needs the socket readable
         self.unfinished: bytes | bytearray | memoryview | None = None   # refused: send again first
         self.read_soon = False          # a read is scheduled for bytes the SSL object holds
+        self.fileno = sock.fileno()
+        self.unread = array.array("i", [0])   # FIONREAD's answer
         assert server.ssl_context is not None
         wrapped = server.ssl_context.wrap_socket(sock, server_side=True,
                                                  do_handshake_on_connect=False)
@@ -234,10 +243,11 @@ class TLSTransport(Transport):
         count = 0
         ended = False
         # Whole records (each read has room for a full one, so none is left
-        # half-read in the SSL object), while they come full: a short record
-        # usually ends what the peer sent, and asking again would cost an
-        # SSLWantReadError (an exception, about as dear as the read itself);
-        # records still in the kernel are reported by select() again.
+        # half-read in the SSL object) while the kernel holds more: several
+        # messages of a burst are then handled in one turn (a broadcast of
+        # each then leaves in one write per peer). The kernel is asked
+        # (FIONREAD) rather than the SSL object: an SSLWantReadError costs
+        # about as much as a read.
         reads = 0
         while room - count >= RECORD_SIZE and reads < MAX_READS:
             reads += 1
@@ -262,7 +272,7 @@ class TLSTransport(Transport):
                 ended = True
                 break
             count += got
-            if got < RECORD_SIZE:
+            if not self._kernel_has_bytes():
                 break
         if count:
             self.received(view[:count])
@@ -273,6 +283,15 @@ class TLSTransport(Transport):
         if self.read_wants_write:
             self.update_interest()
         self._read_pending()
+
+    def _kernel_has_bytes(self) -> bool:
+        if ioctl is None:
+            return True   # then ask the SSL object, and take its SSLWantReadError
+        try:
+            ioctl(self.fileno, FIONREAD, self.unread)
+        except OSError:
+            return True
+        return self.unread[0] > 0
 
     def _read_pending(self) -> None:
         """Plaintext the SSL object holds is never reported by select(): read it soon.
