@@ -118,11 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     selected = set(args.only or SCENARIOS)
     if args.quick:
         selected.discard("micro")
-    every = cases(args.quick)
-    # Over TLS the figure that matters is the ratio to the same load on plain TCP:
-    # the plain cases the TLS ones mirror run too.
-    mirrored = {case.plain for case in every if case.tls and "tls" in selected}
-    case_list = [case for case in every if case.scenario in selected or case.key in mirrored]
+    case_list = [case for case in cases(args.quick) if case.scenario in selected]
     servers = discover(args.servers)
     if args.list:
         for case in case_list:

@@ -128,7 +128,7 @@ def run_all(cases: list[Case], servers: list[Server], repeats: int, binary: Path
     available = [server for server in servers if server.skipped is None]
     for case in cases:
         for repeat, server in alternation(available, repeats):
-            if case.tls and tls_files is None:
+            if case.tls_pair and (tls_files is None or not server.tls):
                 continue
             if server.command(case.kind, tls_files if case.tls else None) is None:
                 continue

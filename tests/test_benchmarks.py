@@ -209,12 +209,15 @@ def test_the_tls_cases_mirror_plain_ones_of_the_same_run_with_loadgen_tls():
     assert {case.name for case in tls} >= {"echo 32 B text, 64 conns", "throughput 1 MiB binary",
                                            "fan-out, 100 clients",
                                            "TLS + WebSocket handshakes, 16 at a time"}
+    order = list(every)
     for case in tls:
-        assert "--tls" in case.args
+        assert "--tls" in case.args and case.tls_pair
         if case.plain is not None:
             plain = every[case.plain]
-            assert (plain.mode, plain.metric) == (case.mode, case.metric)
+            assert (plain.mode, plain.metric, plain.tls, plain.tls_pair) == (
+                case.mode, case.metric, False, True)
             assert case.args == (*plain.args, "--tls")
+            assert order.index(case.plain) == order.index(case.key) - 1   # measured just before
 
 
 def test_over_tls_a_server_gets_the_certificate_or_has_no_command():
@@ -227,8 +230,8 @@ def test_over_tls_a_server_gets_the_certificate_or_has_no_command():
 
 
 def test_the_tls_target_compares_the_tls_ratio_with_the_plain_one():
-    summary = summary_of({"echo: 32 B text, 64 conns": {"rawws": 40_000, "websockets": 10_000,
-                                                        "aiohttp": 10_000},
+    summary = summary_of({"tls: echo 32 B text, 64 conns, plain TCP": {
+                              "rawws": 40_000, "websockets": 10_000, "aiohttp": 10_000},
                           "tls: echo 32 B text, 64 conns": {"rawws": 20_000, "websockets": 4_000,
                                                             "aiohttp": 6_000}})
     targets = evaluate_targets(summary, {}, cases())
