@@ -38,9 +38,11 @@ $(BENCH_STAMP):
 	    || echo "bench: some references did not install; they will be reported as skipped"
 	mkdir -p $(BENCH_VENV) && touch $(BENCH_STAMP)
 
+# With OpenSSL (libssl-dev) for the TLS cases; without it they are skipped.
 $(LOADGEN): benchmarks/loadgen/loadgen.c
 	mkdir -p build
-	gcc -O2 -Wall -Wextra -o $@ $<
+	gcc -O2 -Wall -Wextra -DWITH_TLS -o $@ $< -lssl -lcrypto 2>/dev/null \
+	    || gcc -O2 -Wall -Wextra -o $@ $<
 
 bench-refs: $(BENCH_STAMP)
 	-@if command -v npm >/dev/null 2>&1; then \
@@ -67,7 +69,8 @@ fuzz: $(STAMP)
 	    $(PY) -m pytest -q --timeout=0 tests/test_fuzz.py tests/test_fuzz_handshake.py \
 	        tests/test_resp_fuzz.py
 
-# Autobahn|Testsuite, server and client side (docs/conformance.md); installs it when missing.
+# Autobahn|Testsuite, server and client side, over ws:// then wss:// (docs/conformance.md);
+# installs it when missing.
 conformance: $(STAMP)
 	bash tools/autobahn/install.sh
 	$(PY) tools/autobahn/run.py --mode full

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -23,7 +24,25 @@ from .runner import Run, run_all
 from .scenarios import SCENARIO_TITLES, Case, cases
 from .targets import bench_python, discover
 
-SCENARIOS = ("echo", "throughput", "masking", "fanout", "idle", "handshakes", "micro")
+SCENARIOS = ("echo", "throughput", "masking", "fanout", "idle", "handshakes", "tls", "micro")
+TLS_DIR = REPO_ROOT / "build" / "bench-tls"
+
+
+def tls_files(binary: Path) -> tuple[tuple[str, str] | None, str]:
+    """The certificate and key the servers use over TLS, made for this run (tests/tls_certs.py,
+    the `openssl` command), or None and why the TLS cases are skipped."""
+    if not loadgen.has_tls(binary):
+        return None, "the load generator was built without TLS (install libssl-dev)"
+    spec = importlib.util.spec_from_file_location("rawws_tls_certs",
+                                                  REPO_ROOT / "tests" / "tls_certs.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        certs = module.make_certificates(TLS_DIR)
+    except (OSError, RuntimeError) as error:
+        return None, f"no certificate: {error}"
+    return (str(certs.cert), str(certs.key)), "P-256 ECDSA certificate, made for the run"
 
 
 def cpu_model() -> str:
@@ -114,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     raise_fd_limit()
     cpus = cores()
     binary = loadgen.build()
+    tls, tls_note = (None, "")
+    if any(case.tls for case in case_list):
+        tls, tls_note = tls_files(binary)
+        print(f"TLS cases: {tls_note}{'' if tls else ' (skipped)'}", flush=True)
     load_before = os.getloadavg()[0]
     print(f"rawws benchmarks: {cpu_model()}, {os.cpu_count()} CPUs, load average "
           f"{load_before:.2f}; server on CPU {cpus[0]}, load on CPU {cpus[1]}; "
@@ -132,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as error:   # the socket scenarios still run
             print(f"  masking FAILED: {error}", flush=True)
 
-    runs = run_all(case_list, servers, repeats, binary, cpus, progress)
+    runs = run_all(case_list, servers, repeats, binary, cpus, progress, tls)
 
     micro = None
     if "micro" in selected:
@@ -161,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
                                     "print(platform.python_version())"]) if bench_python() else None,
         "versions": {server.key: server.skipped and f"skipped: {server.skipped}" or server.version
                      for server in servers},
+        "tls": tls_note if any(case.tls for case in case_list) else None,
+        "tls_servers": [server.label for server in servers if server.tls and not server.skipped],
         "load_before": load_before, "load_after": os.getloadavg()[0],
         "elapsed_s": time.monotonic() - started,
     }

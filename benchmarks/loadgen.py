@@ -14,21 +14,37 @@ from .procs import pin_to
 SOURCE = BENCH_DIR / "loadgen" / "loadgen.c"
 BINARY = REPO_ROOT / "build" / "loadgen"
 CFLAGS = ["-O2", "-Wall", "-Wextra"]
+TLS_FLAGS = (["-DWITH_TLS"], ["-lssl", "-lcrypto"])   # OpenSSL's headers: Debian's libssl-dev
 
 
 def build(binary: Path = BINARY, *, force: bool = False) -> Path:
-    """Compile the load generator with gcc (or cc) when it is missing or older than its source."""
+    """Compile the load generator with gcc (or cc) when it is missing or older than its
+    source: with TLS when OpenSSL's headers are there, else without (the TLS cases are
+    then skipped, `has_tls`)."""
     if not force and binary.exists() and binary.stat().st_mtime >= SOURCE.stat().st_mtime:
         return binary
     compiler = shutil.which("gcc") or shutil.which("cc")
     if compiler is None:
         raise RuntimeError("no C compiler (gcc or cc) to build the load generator")
     binary.parent.mkdir(parents=True, exist_ok=True)
-    built = subprocess.run([compiler, *CFLAGS, "-o", str(binary), str(SOURCE)],
-                           capture_output=True, text=True, timeout=120)
+    define, libraries = TLS_FLAGS
+    built = subprocess.run([compiler, *CFLAGS, *define, "-o", str(binary), str(SOURCE),
+                            *libraries], capture_output=True, text=True, timeout=120)
+    if built.returncode != 0:
+        built = subprocess.run([compiler, *CFLAGS, "-o", str(binary), str(SOURCE)],
+                               capture_output=True, text=True, timeout=120)
     if built.returncode != 0:
         raise RuntimeError(f"building the load generator failed:\n{built.stderr}")
     return binary
+
+
+def has_tls(binary: Path) -> bool:
+    """Whether this build of the generator speaks TLS (`loadgen features`)."""
+    done = subprocess.run([str(binary), "features"], capture_output=True, text=True, timeout=30)
+    try:
+        return done.returncode == 0 and json.loads(done.stdout).get("tls") is True
+    except ValueError:
+        return False
 
 
 def parse_report(stdout: str) -> dict:
@@ -54,11 +70,11 @@ class IdleConnections:
     """`loadgen idle`: N open WebSockets held until release() (or the hold time) ends them."""
 
     def __init__(self, binary: Path, port: int, conns: int, *, cpu: int | None,
-                 timeout: float) -> None:
+                 timeout: float, extra: tuple[str, ...] = ()) -> None:
         self.timeout = timeout
         self.process = subprocess.Popen(
             [str(binary), "idle", "--port", str(port), "--conns", str(conns),
-             "--hold", f"{timeout:g}", "--timeout", f"{timeout + 30:g}"],
+             "--hold", f"{timeout:g}", "--timeout", f"{timeout + 30:g}", *extra],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             preexec_fn=pin_to(cpu))
 

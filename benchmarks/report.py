@@ -147,6 +147,7 @@ def evaluate_targets(summary: dict, masking: dict[str, dict[str, float]],
     if case in keys:
         measured, met = _at_least(summary, case, "aiohttp")
         out.append(_target("handshakes/s >= aiohttp", measured, met))
+    out += tls_targets(summary, cases)
     growing = sorted(case for case, by_server in summary.items()
                      if by_server.get("rawws", {}).get("growing"))
     checked = [case for case, by_server in summary.items() if "rawws" in by_server]
@@ -155,6 +156,51 @@ def evaluate_targets(summary: dict, masking: dict[str, dict[str, float]],
                        else f"not growing in any of {len(checked)} cases",
                        None if not checked else not growing))
     return out
+
+
+TLS_REFERENCES = ("websockets", "aiohttp")
+
+
+def tls_targets(summary: dict, cases: list[Case]) -> list[dict]:
+    """Issue 15: over TLS, rawws's ratio to each reference at least its plain-TCP ratio
+    (both measured in this run), for every TLS case that mirrors a plain one."""
+    out = []
+    for case in cases:
+        if not case.tls or case.plain is None:
+            continue
+        for reference in TLS_REFERENCES:
+            over_tls = ratio(figure(summary, case.key, "rawws"), figure(summary, case.key, reference))
+            over_tcp = ratio(figure(summary, case.plain, "rawws"),
+                             figure(summary, case.plain, reference))
+            met = None if over_tls is None or over_tcp is None else over_tls >= over_tcp
+            out.append(_target(f"over TLS, {case.name}: rawws/{reference} >= its plain ratio",
+                               f"{format_ratio(over_tls)} over TLS, {format_ratio(over_tcp)} "
+                               "plain", met))
+    return out
+
+
+def tls_cost_table(cases: list[Case], summary: dict,
+                   servers: list[Server]) -> tuple[list[str], list[list[str]]]:
+    """What TLS costs each server: its figure over TLS / over plain TCP, same run."""
+    tls_servers = [s for s in servers if s.tls and not s.skipped]
+    header = ["case", *[f"{s.label} TLS/plain" for s in tls_servers],
+              *[f"rawws/{s.label} plain" for s in tls_servers if s.key != "rawws"],
+              *[f"rawws/{s.label} TLS" for s in tls_servers if s.key != "rawws"]]
+    rows = []
+    for case in cases:
+        if not case.tls or case.plain is None:
+            continue
+        cells = [case.name]
+        for s in tls_servers:
+            cells.append(format_ratio(ratio(figure(summary, case.key, s.key),
+                                            figure(summary, case.plain, s.key))))
+        for key in (case.plain, case.key):
+            for s in tls_servers:
+                if s.key != "rawws":
+                    cells.append(format_ratio(ratio(figure(summary, key, "rawws"),
+                                                    figure(summary, key, s.key))))
+        rows.append(cells)
+    return header, rows
 
 
 # ---- is the load generator the limit? ---------------------------------------------
@@ -308,11 +354,14 @@ def terminal_report(meta: dict, cases: list[Case], servers: list[Server], summar
         if scenario == "masking":
             parts += ["", SCENARIO_TITLES[scenario], render_text(*masking_table(masking))]
             continue
-        parts += ["", SCENARIO_TITLES[scenario], render_text(*case_table(group, summary, servers))]
+        shown = [s for s in servers if s.tls] if scenario == "tls" else servers
+        parts += ["", SCENARIO_TITLES[scenario], render_text(*case_table(group, summary, shown))]
+        if scenario == "tls":
+            parts.append(render_text(*tls_cost_table(group, summary, servers)))
         if scenario in ("echo", "fanout"):
             parts.append(render_text(*latency_table(group, summary, servers,
                                                     "ms" if scenario == "fanout" else "µs")))
-    parts += ["", "Targets (issue 8):"]
+    parts += ["", "Targets (issues 8 and 15):"]
     for target in targets:
         verdict = {True: "met", False: "NOT met", None: "not measured"}[target["met"]]
         parts.append(f"  [{verdict:>12}] {target['target']}: {target['measured']}")
@@ -349,7 +398,12 @@ def markdown_report(meta: dict, cases: list[Case], servers: list[Server], summar
             "library documents (defaults kept, message size limits raised to 32 MiB for "
             "the echo servers). Every chat server speaks beej-chat-protocol v1.", ""]
 
-    out += ["## Targets (issue 8)", "", render_markdown(
+    if meta.get("tls"):
+        out += [f"Over TLS (scenario 7): {meta['tls']}; TLS 1.3 with the `ssl` module's "
+                "defaults on every server (" + ", ".join(meta.get("tls_servers") or []) + "); "
+                "the load generator speaks OpenSSL's TLS, full handshakes, no certificate check. "
+                "picows and ws (Node) are measured over plain TCP only.", ""]
+    out += ["## Targets (issues 8 and 15)", "", render_markdown(
         ["target", "measured in this run", "met?"],
         [[t["target"], t["measured"] + (f" ({t['note']})" if t["note"] else ""),
           {True: "yes", False: "**no**", None: "not measured"}[t["met"]]] for t in targets]), ""]
@@ -359,7 +413,12 @@ def markdown_report(meta: dict, cases: list[Case], servers: list[Server], summar
         if scenario == "masking":
             out += [render_markdown(*masking_table(masking)), ""]
             continue
-        out += [render_markdown(*case_table(group, summary, servers)), ""]
+        shown = [s for s in servers if s.tls] if scenario == "tls" else servers
+        out += [render_markdown(*case_table(group, summary, shown)), ""]
+        if scenario == "tls":
+            out += ["What TLS costs each server (its figure over TLS / over plain TCP), and "
+                    "rawws's ratios to the references without and with TLS:", "",
+                    render_markdown(*tls_cost_table(group, summary, servers)), ""]
         if scenario in ("echo", "fanout"):
             label = "Delivery delay" if scenario == "fanout" else "Round-trip latency"
             out += [f"{label}, median of the runs' p50 and p99:", "",
@@ -425,6 +484,14 @@ def _scenario_note(scenario: str) -> str:
                 "connections. Lower is better, so a ratio below 1 favours rawws.",
         "handshakes": "16 connections at a time, each: TCP connect, opening handshake, Close "
                       "handshake, TCP close by the server; handshakes/s counts completed ones.",
+        "tls": "Loads of scenarios 1, 2, 4, 5 and 6 over TLS, on the servers that have it: "
+               "each given the same certificate (P-256 ECDSA, made for the run), the load "
+               "generator doing TLS 1.3 with OpenSSL before its WebSocket handshake. Each TLS "
+               "case follows its plain-TCP twin, measured just before it on the same servers, "
+               "so their ratio is what TLS costs. The handshakes case is the TLS handshake "
+               "rate (a full handshake each, no resumption) with the WebSocket opening and "
+               "closing handshakes on top; idle is RSS per open TLS WebSocket (4.7 KiB "
+               "over TCP in scenario 5).",
         "masking": "MB/s of payload masked, CPU time, median of rounds that alternate between "
                    "the implementations. Masking is its own inverse, so this is unmasking too. "
                    "aiohttp's functions mask a bytearray in place; the copy into one is "

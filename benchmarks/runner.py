@@ -65,10 +65,11 @@ def median(values: Iterable[float | None]) -> float | None:
 
 
 def run_case(case: Case, server: Server, repeat: int, binary: Path,
-             cpus: tuple[int | None, int | None]) -> Run:
+             cpus: tuple[int | None, int | None],
+             tls_files: tuple[str, str] | None = None) -> Run:
     """Start the server, load it, read its memory, stop it. Failures are recorded, not raised."""
     run = Run(case.key, server.key, repeat)
-    command = server.command(case.kind)
+    command = server.command(case.kind, tls_files if case.tls else None)
     server_cpu, load_cpu = cpus
     try:
         with ServerProcess(list(command), cpu=server_cpu) as process:
@@ -103,7 +104,7 @@ def run_case(case: Case, server: Server, repeat: int, binary: Path,
 def _idle(case: Case, process: ServerProcess, binary: Path, load_cpu: int | None,
           run: Run) -> None:
     idle = loadgen.IdleConnections(binary, process.port, case.conns, cpu=load_cpu,
-                                   timeout=case.timeout)
+                                   timeout=case.timeout, extra=case.args)
     try:
         ready = idle.wait_ready()
         if ready.get("event") != "ready" or ready.get("open") != case.conns:
@@ -119,15 +120,19 @@ def _idle(case: Case, process: ServerProcess, binary: Path, load_cpu: int | None
 
 def run_all(cases: list[Case], servers: list[Server], repeats: int, binary: Path,
             cpus: tuple[int | None, int | None],
-            progress: Callable[[Case, Run], None] = lambda case, run: None) -> list[Run]:
-    """Every case, each case's repeats alternating across the available servers."""
+            progress: Callable[[Case, Run], None] = lambda case, run: None,
+            tls_files: tuple[str, str] | None = None) -> list[Run]:
+    """Every case, each case's repeats alternating across the available servers (over TLS,
+    those with a TLS server, given the certificate and key in `tls_files`)."""
     runs = []
     available = [server for server in servers if server.skipped is None]
     for case in cases:
         for repeat, server in alternation(available, repeats):
-            if server.command(case.kind) is None:
+            if case.tls_pair and (tls_files is None or not server.tls):
                 continue
-            run = run_case(case, server, repeat, binary, cpus)
+            if server.command(case.kind, tls_files if case.tls else None) is None:
+                continue
+            run = run_case(case, server, repeat, binary, cpus, tls_files)
             runs.append(run)
             progress(case, run)
     return runs

@@ -1,4 +1,5 @@
-"""The cases `make bench` measures (issue 8's scenarios 1, 2, 4, 5 and 6; 3 is masking.py).
+"""The cases `make bench` measures (issue 8's scenarios 1, 2, 4, 5 and 6; 3 is masking.py;
+7 is issue 15's: the same loads over TLS).
 
 Each case names the server kind it needs (echo or chat), the load generator's
 mode and arguments, and the figure taken from its report.
@@ -25,6 +26,9 @@ class Case:
     higher_is_better: bool = True
     timeout: float = 120.0    # seconds for the whole load generator run
     conns: int = 0            # idle: how many connections
+    tls: bool = False         # over TLS: the servers get the bench certificate, loadgen --tls
+    plain: str | None = None  # tls: the key of its plain twin (the same load without TLS)
+    tls_pair: bool = False    # measured only on the servers that also run over TLS
 
     @property
     def key(self) -> str:
@@ -46,6 +50,7 @@ SCENARIO_TITLES = {
     "fanout": "4. Chat fan-out (beej-chat-protocol v1, one sender)",
     "idle": "5. Idle connections (server RSS per open WebSocket)",
     "handshakes": "6. Connection setup (open, handshake, Close, in a loop)",
+    "tls": "7. Over TLS (wss://): echo, throughput, fan-out, connection setup, idle",
 }
 
 
@@ -89,4 +94,35 @@ def cases(quick: bool = False) -> list[Case]:
     out.append(Case("handshakes", "16 at a time", "echo", "handshakes",
                     ("--conns", "16", "--duration", duration),
                     "handshakes_per_s", "handshakes/s"))
+    out += tls_cases(out, quick)
+    return out
+
+
+def tls_cases(plain: list[Case], quick: bool) -> list[Case]:
+    """Issue 15: echo (32 B, 64 connections; 1 MiB), fan-out, handshakes and idle, over TLS.
+
+    Each TLS case follows its plain twin (the same load without `--tls`, on the
+    servers that have TLS), measured just before it: what TLS costs is the
+    ratio of the two, and a ratio only means something between figures taken
+    minutes apart on this shared machine, not at either end of the run."""
+    wanted = {"echo: 32 B text, 64 conns": ("echo 32 B text, 64 conns",) * 2,
+              "throughput: 1 MiB binary": ("throughput 1 MiB binary",) * 2,
+              "fanout: 100 clients": ("fan-out, 100 clients",) * 2,
+              "handshakes: 16 at a time": ("WebSocket handshakes, 16 at a time",
+                                           "TLS + WebSocket handshakes, 16 at a time")}
+    out = []
+    for case in plain:
+        if case.key not in wanted:
+            continue
+        plain_name, name = wanted[case.key]
+        twin = Case("tls", f"{plain_name}, plain TCP", case.kind, case.mode, case.args,
+                    case.metric, case.unit, case.higher_is_better, case.timeout, tls_pair=True)
+        out.append(twin)
+        out.append(Case("tls", name, case.kind, case.mode, (*case.args, "--tls"), case.metric,
+                        case.unit, case.higher_is_better, case.timeout, tls=True,
+                        plain=twin.key, tls_pair=True))
+    conns = 2000 if quick else 5000
+    out.append(Case("tls", f"idle, {conns:,} connections", "echo", "idle", ("--tls",),
+                    "rss_per_conn_kib", "KiB/conn", higher_is_better=False, timeout=120.0,
+                    conns=conns, tls=True, tls_pair=True))
     return out

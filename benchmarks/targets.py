@@ -26,9 +26,17 @@ class Server:
     echo: tuple[str, ...] | None = None
     chat: tuple[str, ...] | None = None
     skipped: str | None = None
+    tls: bool = False        # its servers take --certfile and --keyfile
 
-    def command(self, kind: str) -> tuple[str, ...] | None:
-        return self.echo if kind == "echo" else self.chat
+    def command(self, kind: str, tls: tuple[str, str] | None = None) -> tuple[str, ...] | None:
+        """The command line of its `kind` server; with `tls` (certificate, key), over TLS,
+        or None when it has no TLS server here."""
+        command = self.echo if kind == "echo" else self.chat
+        if tls is None or command is None:
+            return command
+        if not self.tls:
+            return None
+        return (*command, "--certfile", tls[0], "--keyfile", tls[1])
 
 
 def rawws_server(python: str = sys.executable) -> Server:
@@ -45,7 +53,7 @@ def rawws_server(python: str = sys.executable) -> Server:
     # The fan-out sender must not be rate-limited or kicked: --rate 0 turns the limit off.
     chat = (python, "-m", "chat", "--port", "0", "--rate", "0", "--flood-kick", "0",
             "--log-level", "WARNING")
-    return Server("rawws", "rawws", version, echo, chat)
+    return Server("rawws", "rawws", version, echo, chat, tls=True)
 
 
 def rawws_pure(python: str = sys.executable) -> Server:
@@ -96,7 +104,9 @@ def python_references(venv: Path = BENCH_VENV) -> list[Server]:
             continue
         echo = (str(python), str(SERVERS_DIR / f"{key}_echo.py"), "--port", "0")
         chat = (str(python), str(SERVERS_DIR / f"{key}_chat.py"), "--port", "0")
-        servers.append(Server(key, key, found[key], echo, chat))
+        # websockets and aiohttp run over TLS too (asyncio's ssl, the same module as rawws's).
+        servers.append(Server(key, key, found[key], echo, chat,
+                              tls=key in ("websockets", "aiohttp")))
     return servers
 
 

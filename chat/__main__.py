@@ -1,10 +1,13 @@
 """`python -m chat`: the chat server, web page and WebSocket endpoint on one port.
 
     python -m chat [--host H] [--port P] [--root DIR] [--allowed-origin ORIGIN ...]
+                   [--certfile CERT [--keyfile KEY]]
                    [--backplane redis://HOST:PORT/DB [--room NAME] [--workers N]]
 
 Prints `Serving on http://HOST:PORT/` once listening (with the real port, so
-`--port 0` can be read by a script); SIGINT and SIGTERM close every
+`--port 0` can be read by a script), or `Serving on https://HOST:PORT/` with
+`--certfile`: then the page is served over https:// and the chat over
+wss:// on the same port (rawws.net.tls). SIGINT and SIGTERM close every
 WebSocket with 1001 and exit 0. With `--backplane`, every server started
 with the same Redis URL and room serves one room (chat/backplane.py); with
 `--workers N`, N such servers share the port (chat/workers.py).
@@ -18,6 +21,7 @@ from pathlib import Path
 
 from rawws.net.server import (DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
                               DEFAULT_MAX_MEMORY, DeflateOptions, Server)
+from rawws.net.tls import TLSConfigError, server_context
 from rawws.tools.trace import WireTracer
 
 from rawws.net.redis import parse_url
@@ -92,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allowed-origin", action="extend", nargs="+", default=[], metavar="ORIGIN",
                    help="also accept WebSocket handshakes from this origin "
                         "(scheme://host[:port]); '*' accepts any. Repeatable")
+    p.add_argument("--certfile", metavar="CERT", default=None,
+                   help="serve https:// and wss:// with this PEM certificate chain "
+                        "(its key too, unless --keyfile)")
+    p.add_argument("--keyfile", metavar="KEY", default=None,
+                   help="the PEM private key of --certfile, when not in CERT")
     p.add_argument("--no-compression", action="store_true",
                    help="do not accept permessage-deflate (RFC 7692), on by default")
     p.add_argument("--trace", action="store_true",
@@ -208,6 +217,16 @@ def main(argv: list[str] | None = None) -> int:
     if not root.is_dir():
         print(f"python -m chat: the web root {root} is not a folder", file=sys.stderr)
         return 1
+    if args.keyfile is not None and args.certfile is None:
+        print("python -m chat: --keyfile needs --certfile", file=sys.stderr)
+        return 2
+    ssl_context = None
+    if args.certfile is not None:
+        try:
+            ssl_context = server_context(args.certfile, args.keyfile)
+        except TLSConfigError as error:
+            print(f"python -m chat: {error}", file=sys.stderr)
+            return 1
     if args.workers > 1:
         from . import workers
         return workers.run(args, argv)
@@ -223,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                         max_memory=args.max_memory, kernel_unsent=CHAT_KERNEL_UNSENT,
                         compression=None if args.no_compression else CHAT_COMPRESSION,
                         tracer=WireTracer(sys.stderr) if args.trace else None,
-                        reuse_port=args.reuse_port)
+                        reuse_port=args.reuse_port, ssl_context=ssl_context)
     except OSError as error:   # port in use, address not ours...
         print(f"python -m chat: cannot listen on {args.host}:{args.port}: {error.strerror or error}",
               file=sys.stderr)
@@ -243,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     host = f"[{server.host}]" if ":" in server.host else server.host
     server.install_signal_handlers()   # before the line a script may answer with a signal
-    print(f"Serving on http://{host}:{server.port}/", flush=True)
+    scheme = "https" if ssl_context is not None else "http"
+    print(f"Serving on {scheme}://{host}:{server.port}/", flush=True)
     try:
         server.serve_forever()
     finally:

@@ -397,6 +397,7 @@ class RedisBackplane(Backplane):
         self._startup_timer: Timer | None = None
         self._absent: dict[str, float] = {}   # servers of the room unknown to Redis, since when
         self._closed = False
+        self._resync_due = False   # the reader found a gap: read the room's users again
         self.command = Reconnector(loop, self.address, name="backplane",
                                    on_up=self._command_up, on_down=self._command_down,
                                    connect_timeout=connect_timeout)
@@ -538,6 +539,7 @@ class RedisBackplane(Backplane):
             self.room.apply(Event(LEAVE, self.server_id, token, self._now()))
         if self._heartbeat is None:
             self._schedule_heartbeat()
+        self._resync()   # a gap the reader found while this connection was away
         self._ready(None)
 
     def _command_down(self, _error: Exception) -> None:
@@ -658,8 +660,15 @@ class RedisBackplane(Backplane):
         log.warning("backplane: the stream no longer holds the last event this server read "
                     "(away past the last %d events, or Redis restarted); reading the room's "
                     "users again", self.stream_length)
+        self._resync_due = True
+        self._resync()
+
+    def _resync(self) -> None:
+        """Read the room's users again, on the command connection: now if it is up,
+        else once it is back (the reader may reconnect first)."""
         connection = self.command.connection
-        if connection is not None and connection.is_open:
+        if self._resync_due and connection is not None and connection.is_open and self.synced:
+            self._resync_due = False
             self._eval(connection, "snapshot").add_done_callback(self._resynced)
 
     def _resynced(self, future: ReplyFuture) -> None:

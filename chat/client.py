@@ -1,6 +1,7 @@
 """`python -m chat.client`: a terminal chat client speaking beej-chat-protocol-v2.
 
     python -m chat.client ws://127.0.0.1:3490/ --name Beej
+    python -m chat.client wss://chat.example:3490/ --cafile ca.pem   # over TLS, verified
 
 Type a line to say it. Commands: `/name NEW` changes your name, `/users`
 lists who is here, `/quit` (or Ctrl-D, or Ctrl-C) leaves, `/help` lists
@@ -19,12 +20,14 @@ import os
 import queue
 import random
 import selectors
+import ssl
 import sys
 import threading
 import time
 from typing import Any, TextIO
 
 from rawws.net.client import ClientConnection, connect
+from rawws.net.tls import client_context
 from rawws.errors import ConnectionClosed, HandshakeError, WebSocketError
 from rawws.protocol import BinaryMessage, TextMessage
 from rawws.tools.trace import WireTracer, printable as trace_printable
@@ -253,17 +256,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default=f"Guest {random.randrange(0x10000):x}",
                         help="your name (default: Guest and a random number)")
     parser.add_argument("--origin", default=None, help="send this Origin header")
+    parser.add_argument("--cafile", metavar="FILE", default=None,
+                        help="for wss://: trust the CA certificate(s) in FILE (PEM) besides "
+                             "the system's; the certificate and host name are always verified")
     parser.add_argument("--trace", action="store_true",
                         help="print every byte sent and received, annotated, on stderr")
     parser.add_argument("--timeout", type=float, default=10.0,
                         help="seconds to wait for the connection (default 10)")
     args = parser.parse_args(argv)
     try:
+        context = client_context(args.cafile) if args.cafile is not None else None
+    except (OSError, ValueError) as error:   # ssl.SSLError too: not a PEM file
+        print(f"chat.client: cannot use --cafile {args.cafile}: "
+              f"{getattr(error, 'strerror', None) or error}", file=sys.stderr)
+        return 1
+    try:
         conn = connect(args.url, subprotocols=[PROTOCOL_V2], origin=args.origin,
-                       timeout=args.timeout,
+                       timeout=args.timeout, ssl_context=context,
                        trace=WireTracer(sys.stderr) if args.trace else None)
     except HandshakeError as error:
         print(f"chat.client: refused: {error.status} {error.reason}", file=sys.stderr)
+        return 1
+    except ssl.SSLCertVerificationError as error:
+        print(f"chat.client: cannot connect to {args.url}: the server's certificate is not "
+              f"trusted: {error.verify_message}", file=sys.stderr)
         return 1
     except (OSError, ValueError, WebSocketError) as error:
         print(f"chat.client: cannot connect to {args.url}: {error}", file=sys.stderr)

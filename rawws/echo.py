@@ -2,7 +2,7 @@
 
 The conformance target (e.g. for the Autobahn test suite): any path, any
 origin, no subprotocol required, and limits that take Autobahn's largest
-cases (16 MiB messages).
+cases (16 MiB messages). With `--certfile` it speaks wss:// (rawws.net.tls).
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from . import masking
 from .deflate import DeflateOptions
 from .net.server import (DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MEMORY,
                          Server, WebSocket, WebSocketApp)
+from .net.tls import TLSConfigError, server_context
 from .tools.trace import WireTracer
 
 ECHO_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
@@ -73,6 +74,11 @@ def main(argv: list[str] | None = None) -> None:
                              "read are dropped, a message that does not fit is refused (1009) "
                              "and new connections get 503 "
                              f"(default {DEFAULT_MAX_MEMORY // (1024 * 1024)} MiB)")
+    parser.add_argument("--certfile", metavar="CERT", default=None,
+                        help="serve wss:// with this PEM certificate chain (its key too, "
+                             "unless --keyfile)")
+    parser.add_argument("--keyfile", metavar="KEY", default=None,
+                        help="the PEM private key of --certfile, when not in CERT")
     parser.add_argument("--no-compression", action="store_true",
                         help="do not accept permessage-deflate (RFC 7692), on by default")
     parser.add_argument("--log-level", default="WARNING")
@@ -80,6 +86,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="print every byte in and out, handshakes and annotated frames, "
                              "on stderr (rawws.tools.trace)")
     args = parser.parse_args(argv)
+    if args.keyfile is not None and args.certfile is None:
+        parser.error("--keyfile needs --certfile")
+    ssl_context = None
+    if args.certfile is not None:
+        try:
+            ssl_context = server_context(args.certfile, args.keyfile)
+        except TLSConfigError as error:
+            print(f"python -m rawws.echo: {error}", file=sys.stderr)
+            raise SystemExit(1) from None
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     log.debug("%s", version())   # rawws.masking logged it at import, before logging was set up
     server = Server(EchoApp(), host=args.host, port=args.port,
@@ -90,10 +105,12 @@ def main(argv: list[str] | None = None) -> None:
                     max_write_buffer=args.max_send_buffer,
                     max_memory=args.max_memory,
                     compression=None if args.no_compression else DeflateOptions(),
-                    tracer=WireTracer(sys.stderr) if args.trace else None)
+                    tracer=WireTracer(sys.stderr) if args.trace else None,
+                    ssl_context=ssl_context)
     # Handlers first, then the line a script waits for (it may signal at once).
     server.install_signal_handlers()
-    print(f"Serving on ws://{server.host}:{server.port}/", flush=True)
+    scheme = "wss" if ssl_context is not None else "ws"
+    print(f"Serving on {scheme}://{server.host}:{server.port}/", flush=True)
     server.serve_forever()
 
 

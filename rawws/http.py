@@ -169,6 +169,9 @@ class Request:
     target: str
     version: str
     headers: Headers
+    # How the request came: "https" over TLS. The target URI's scheme is the
+    # connection's (RFC 9112 §3.3), so the server's own origin is too (RFC 6454 §4).
+    scheme: str = "http"
 
     @property
     def has_body(self) -> bool:
@@ -264,6 +267,8 @@ class RequestParser:
     * `max_headers`: most field lines (431).
     * `require_host`: refuse an HTTP/1.1 request without Host (400).
 
+    ``scheme`` ("http" or "https") is the connection's, given to each Request.
+
     The buffer is a bytearray searched from where the last search stopped,
     so feeding a head one byte at a time costs O(n), not O(n^2). Once a
     request with a body has been returned, or an error raised, the parser is
@@ -275,7 +280,9 @@ class RequestParser:
     """
 
     def __init__(self, *, max_line: int = 8192, max_header_bytes: int = 8192 * 2,
-                 max_headers: int = 1000, require_host: bool = True) -> None:
+                 max_headers: int = 1000, require_host: bool = True,
+                 scheme: str = "http") -> None:
+        self.scheme = scheme
         self.max_line = max_line
         self.max_header_bytes = max_header_bytes
         self.max_headers = max_headers
@@ -400,7 +407,7 @@ class RequestParser:
     def _finish_head(self) -> Request:
         assert self._request_line is not None
         method, target, version = self._request_line
-        request = Request(method, target, version, Headers(self._fields))
+        request = Request(method, target, version, Headers(self._fields), self.scheme)
         self._check_request(request)
         # Forget the head: deleting from the front of a bytearray is cheap in
         # CPython (it moves a start pointer), and resets the scan positions.

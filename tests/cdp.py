@@ -108,7 +108,8 @@ class Browser:
     # ---- life ----------------------------------------------------------
 
     @classmethod
-    def launch(cls, executable: str | None = None, *, timeout: float = 20.0) -> Browser:
+    def launch(cls, executable: str | None = None, *, timeout: float = 20.0,
+               extra_flags: tuple[str, ...] = ()) -> Browser:
         executable = executable or find_browser()
         if not executable:
             raise FileNotFoundError("no Chromium found (looked for " + ", ".join(BROWSER_NAMES) + ")")
@@ -118,7 +119,7 @@ class Browser:
         # (dbus noise and the like) and a pipe nobody reads would fill up.
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
-                [executable, *BROWSER_FLAGS, f"--user-data-dir={profile / 'profile'}",
+                [executable, *BROWSER_FLAGS, *extra_flags, f"--user-data-dir={profile / 'profile'}",
                  "--remote-debugging-port=0", "about:blank"],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
                 start_new_session=True)

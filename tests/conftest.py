@@ -9,12 +9,15 @@
   the WebSocket protocol by hand, so a test can send what `rawws.net.client`
   never would (unmasked frames, bad UTF-8, silence) and read every byte the
   server answers. Raw sockets are closed before the servers shut down.
+* `tls_certs` (session): a throwaway CA and certificates for 127.0.0.1 and
+  localhost, made with the `openssl` command (tests/tls_certs.py).
 
 Every socket has a timeout of a few seconds, so no test can hang.
 """
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import struct
 
@@ -27,7 +30,23 @@ from rawws.handshake import accept_key, build_request, make_key
 from rawws.http import Response, find_head_end, parse_response_head
 from rawws.net.server import Server, WebSocketApp, run_in_thread
 
+try:
+    from tests.tls_certs import Certificates, make_certificates
+except ImportError:                      # tests/ run as a rootdir, not a package
+    from tls_certs import Certificates, make_certificates
+
 SOCKET_TIMEOUT = 5.0
+
+
+@pytest.fixture(scope="session")
+def tls_certs(tmp_path_factory) -> Certificates:
+    """A CA and server certificates in a temporary folder, for the whole run."""
+    if shutil.which("openssl") is None:
+        reason = "no openssl command to make test certificates (apt-get install openssl)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason + "; CI=true requires it", pytrace=False)
+        pytest.skip(reason)
+    return make_certificates(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture

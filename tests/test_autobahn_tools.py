@@ -262,3 +262,28 @@ def test_the_driver_runs_every_case_and_echoes_text_as_text_and_binary_as_binary
     assert app.paths == ["/getCaseCount?agent=rawws", *cases, "/updateReports?agent=rawws"]
     for path in cases:
         assert app.echoes[path] == ["h\u00e9llo " + path, b"\x00\xff" + path.encode()]
+
+
+def test_over_tls_the_fuzzingserver_spec_names_its_certificate_and_key():
+    spec = run.fuzzingserver_spec("wss://127.0.0.1:40002", "/tmp/out", ["1.*"], [],
+                                  cert="/c/server.pem", key="/c/server.key")
+    assert (spec["url"], spec["cert"], spec["key"]) == (
+        "wss://127.0.0.1:40002", "/c/server.pem", "/c/server.key")
+
+
+def test_over_tls_reports_go_beside_the_plain_ones(tmp_path):
+    plain = run.Settings("quick", Path("python"), tmp_path, tmp_path, 1.0)
+    tls = run.Settings("quick", Path("python"), tmp_path, tmp_path, 1.0, certs=object())
+    assert plain.outdir("server") == tmp_path / "server"
+    assert tls.outdir("client") == tmp_path / "client-tls"
+
+
+def test_the_driver_runs_every_case_over_wss_trusting_the_ca(serve, tls_certs):
+    from rawws.net.tls import client_context, server_context
+    app = FakeFuzzingServer(cases=2)
+    server = serve(app, ssl_context=server_context(tls_certs.cert, tls_certs.key))
+    count = driver.run_all(f"wss://127.0.0.1:{server.port}", "rawws",
+                           {"ssl_context": client_context(tls_certs.ca)})
+    assert count == 2
+    assert app.paths[-1] == "/updateReports?agent=rawws"
+    assert len(app.echoes) == 2 and all(len(echoes) == 2 for echoes in app.echoes.values())

@@ -376,9 +376,13 @@ def test_a_server_that_was_away_past_the_streams_cap_reads_the_room_again(redis_
     redis = redis_server()
     one = cluster("--backplane", redis.url)
     two = cluster("--backplane", redis.url)
-    client(cluster, one.port, 2, "Ada")
+    ada = client(cluster, one.port, 2, "Ada")
     cy = client(cluster, two.port, 2, "Cy")
     cy.wait_for(joined("Cy"))
+    # Server two has read the stream (a message from server one reached Cy
+    # through it), so there is a last event for it to miss.
+    ada.say("before the gap")
+    cy.wait_text("before the gap")
     two_id = health(two.port)["server"]
     ids = [line.split()[0].split("=")[1] for line in
            redis_call(redis.port, "CLIENT", "LIST").decode().splitlines()

@@ -228,7 +228,43 @@ def test_full_run_has_every_scenario_of_the_issue():
 def test_quick_run_is_a_smaller_subset():
     quick = cases(quick=True)
     assert len(quick) < len(cases()) and {c.scenario for c in quick} == {
-        "echo", "throughput", "fanout", "idle", "handshakes"}
+        "echo", "throughput", "fanout", "idle", "handshakes", "tls"}
+
+
+def test_the_tls_cases_mirror_plain_ones_of_the_same_run_with_loadgen_tls():
+    every = {case.key: case for case in cases()}
+    tls = [case for case in every.values() if case.tls]
+    assert {case.name for case in tls} >= {"echo 32 B text, 64 conns", "throughput 1 MiB binary",
+                                           "fan-out, 100 clients",
+                                           "TLS + WebSocket handshakes, 16 at a time"}
+    order = list(every)
+    for case in tls:
+        assert "--tls" in case.args and case.tls_pair
+        if case.plain is not None:
+            plain = every[case.plain]
+            assert (plain.mode, plain.metric, plain.tls, plain.tls_pair) == (
+                case.mode, case.metric, False, True)
+            assert case.args == (*plain.args, "--tls")
+            assert order.index(case.plain) == order.index(case.key) - 1   # measured just before
+
+
+def test_over_tls_a_server_gets_the_certificate_or_has_no_command():
+    rawws = rawws_server()
+    assert rawws.command("echo", ("c.pem", "k.pem"))[-4:] == ("--certfile", "c.pem",
+                                                               "--keyfile", "k.pem")
+    assert rawws.command("echo") == rawws.echo
+    picows = Server("picows", "picows", "2", ("x",), ("x",))
+    assert picows.command("echo", ("c.pem", "k.pem")) is None
+
+
+def test_the_tls_target_compares_the_tls_ratio_with_the_plain_one():
+    summary = summary_of({"tls: echo 32 B text, 64 conns, plain TCP": {
+                              "rawws": 40_000, "websockets": 10_000, "aiohttp": 10_000},
+                          "tls: echo 32 B text, 64 conns": {"rawws": 20_000, "websockets": 4_000,
+                                                            "aiohttp": 6_000}})
+    targets = evaluate_targets(summary, {}, cases())
+    assert target(targets, "over TLS, echo 32 B text, 64 conns: rawws/websockets")["met"] is True
+    assert target(targets, "over TLS, echo 32 B text, 64 conns: rawws/aiohttp")["met"] is False
 
 
 def test_rawws_chat_is_started_without_a_rate_limit_for_the_fanout_sender():
@@ -289,3 +325,23 @@ def test_load_generator_holds_idle_connections_until_released(loadgen_binary):
             idle.kill()
     assert (ready["event"], ready["open"]) == ("ready", 50)
     assert (final["opened"], final["errors"], final["unclean_closes"]) == (50, 0, 0)
+
+
+
+def test_load_generator_echoes_over_tls(loadgen_binary, tls_certs):
+    if not loadgen.has_tls(loadgen_binary):
+        pytest.skip("the load generator was built without OpenSSL (libssl-dev)")
+    echo = [sys.executable, "-m", "rawws.echo", "--port", "0", "--ping-interval", "0",
+            "--certfile", str(tls_certs.cert), "--keyfile", str(tls_certs.key)]
+    with ServerProcess(echo, cpu=None) as server:
+        result = loadgen.run(loadgen_binary, "echo", server.port,
+                             ["--conns", "2", "--size", "32", "--count", "100", "--warmup", "0",
+                              "--duration", "20", "--tls"], cpu=None, timeout=30)
+        big = loadgen.run(loadgen_binary, "throughput", server.port,
+                          ["--size", str(1 << 20), "--count", "3", "--warmup", "0",
+                           "--duration", "20", "--tls"], cpu=None, timeout=30)
+        cycles = loadgen.run(loadgen_binary, "handshakes", server.port,
+                             ["--conns", "2", "--duration", "0.5", "--tls"], cpu=None, timeout=30)
+    assert (result["round_trips"], result["errors"], result["opened"]) == (100, 0, 2)
+    assert (big["round_trips"], big["errors"]) == (3, 0)
+    assert cycles["handshakes"] > 0 and cycles["errors"] == 0 and cycles["unclean_closes"] == 0

@@ -41,13 +41,14 @@ WAIT = 10.0                               # seconds for anything the page should
 # ---- the chat server --------------------------------------------------------
 
 class ChatServer:
-    """`python -m chat` in a subprocess, on `port` (0: a free one)."""
+    """`python -m chat` in a subprocess, on `port` (0: a free one); `args` are added
+    to its command line (--certfile: then its url is https://)."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, args: tuple[str, ...] = ()) -> None:
         self.output: list[str] = []
         self.process = subprocess.Popen(
             [sys.executable, "-m", "chat", "--host", "127.0.0.1", "--port", str(port),
-             "--root", str(WWW)],
+             "--root", str(WWW), *args],
             cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True)
         lines: queue.Queue[str | None] = queue.Queue()
@@ -64,10 +65,10 @@ class ChatServer:
             if line is None:
                 self.stop()
                 raise RuntimeError(f"the chat server exited at start:\n{self.log}")
-            if line.startswith("Serving on http://"):
-                address = line.split("http://", 1)[1].rstrip("/")
+            if line.startswith(("Serving on http://", "Serving on https://")):
+                scheme, address = line.split()[-1].rstrip("/").split("://", 1)
                 self.port = int(address.rsplit(":", 1)[1])
-                self.url = f"http://127.0.0.1:{self.port}/"
+                self.url = f"{scheme}://127.0.0.1:{self.port}/"
                 return
 
     def _drain(self, lines: queue.Queue) -> None:

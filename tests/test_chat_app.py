@@ -19,8 +19,9 @@ class FakeHeaders:
 
 
 class FakeRequest:
-    def __init__(self, host="127.0.0.1:3490"):
+    def __init__(self, host="127.0.0.1:3490", scheme="http"):
         self.headers = FakeHeaders(Host=host) if host is not None else FakeHeaders()
+        self.scheme = scheme
 
 
 class FakeWS:
@@ -98,6 +99,12 @@ def test_the_servers_own_origin_is_accepted(origin, host):
 ])
 def test_any_other_origin_is_refused(origin, host):
     assert not ChatApp().check_origin(origin, FakeRequest(host))
+
+
+def test_over_tls_the_servers_own_origin_is_its_https_origin():
+    assert ChatApp().check_origin("https://127.0.0.1:3490", FakeRequest(scheme="https"))
+    assert ChatApp().check_origin("https://chat.example", FakeRequest("chat.example", "https"))
+    assert not ChatApp().check_origin("http://127.0.0.1:3490", FakeRequest(scheme="https"))
 
 
 def test_allowed_origin_adds_an_origin_compared_as_an_origin():

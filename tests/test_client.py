@@ -190,8 +190,8 @@ def test_connect_refused_port():
             connect(f"ws://127.0.0.1:{port}/", timeout=2)
 
 
-def test_only_ws_urls():
-    with pytest.raises(ValueError):
-        connect("wss://127.0.0.1:1/")
+def test_only_ws_and_wss_urls():
     with pytest.raises(ValueError):
         connect("http://127.0.0.1:1/")
+    with pytest.raises(ValueError):
+        connect("https://127.0.0.1:1/")

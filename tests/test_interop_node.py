@@ -48,8 +48,8 @@ def node_command() -> list[str]:
     return [node, "--experimental-websocket"] if version < (22, 0) else [node]
 
 
-def run_node(script: str, url: str, timeout: float = 30) -> dict:
-    env = dict(os.environ, WS_URL=url)
+def run_node(script: str, url: str, timeout: float = 30, **env_extra: str) -> dict:
+    env = dict(os.environ, WS_URL=url, **env_extra)
     completed = subprocess.run([*node_command(), "-e", script], env=env, capture_output=True,
                                text=True, timeout=timeout)
     assert completed.returncode == 0, (completed.returncode, completed.stdout, completed.stderr)
@@ -184,3 +184,28 @@ def test_node_client_subprotocol_keepalive_and_server_close(serve):
     while not app.closes and time.monotonic() < deadline:
         time.sleep(0.02)
     assert [code for code, _ in app.closes] == [4001]
+
+
+def test_node_client_over_wss_trusting_the_test_ca(serve, tls_certs):
+    # Node verifies the chain and the IP in the certificate's subjectAltName;
+    # NODE_EXTRA_CA_CERTS adds the test CA to the ones it trusts.
+    from rawws.net.tls import server_context
+    server = serve(EchoApp(), max_message_size=ECHO_MAX_MESSAGE_SIZE,
+                   ssl_context=server_context(tls_certs.cert, tls_certs.key))
+    output = run_node(ECHO_SCRIPT, f"wss://127.0.0.1:{server.port}/",
+                      NODE_EXTRA_CA_CERTS=str(tls_certs.ca))
+    assert "error" not in output, output
+    sent = ["hello", "héllo wörld ✓ 𝄞 日本語", "", pattern(4), b"", pattern(100 * 1024),
+            "é✓𝄞a" * 12800]
+    assert output["results"] == [expected(message) for message in sent]
+    assert output["close"] == {"code": 1000, "reason": "", "wasClean": True}
+
+
+def test_node_client_refuses_the_server_without_the_test_ca(serve, tls_certs):
+    from rawws.net.tls import server_context
+    server = serve(EchoApp(), ssl_context=server_context(tls_certs.cert, tls_certs.key))
+    env = dict(os.environ, WS_URL=f"wss://127.0.0.1:{server.port}/")
+    env.pop("NODE_EXTRA_CA_CERTS", None)
+    completed = subprocess.run([*node_command(), "-e", ECHO_SCRIPT], env=env,
+                               capture_output=True, text=True, timeout=30)
+    assert completed.returncode == 2, (completed.stdout, completed.stderr)   # onerror

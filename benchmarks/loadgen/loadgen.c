@@ -18,8 +18,15 @@
  *   idle        open N WebSockets, print a "ready" line, hold them until a
  *               line (or EOF) arrives on stdin, then close them all
  *
+ * --tls (every mode): TLS first, with OpenSSL, as a browser would before a
+ * wss:// handshake: full handshakes (no session resumption), the server's
+ * certificate not checked (the load is the point, not PKI), SSL_write with
+ * partial writes, a write that would block retried with the same bytes.
+ *
  * Output: one JSON object on a line of stdout (idle: two, "ready" first).
  * Build: gcc -O2 -Wall -o loadgen loadgen.c
+ *   with TLS: gcc -O2 -Wall -DWITH_TLS -o loadgen loadgen.c -lssl -lcrypto
+ * `loadgen features` prints {"tls":true|false}: what this build can do.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -37,6 +44,12 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef WITH_TLS
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#else
+typedef struct ssl_st SSL;   /* never made without TLS: the pointers stay NULL */
+#endif
 
 #define READ_CHUNK (1 << 20)
 #define MAX_EVENTS 256
@@ -52,12 +65,15 @@
 #define WS_ACCEPT "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 
 enum { OP_CONT = 0, OP_TEXT = 1, OP_BINARY = 2, OP_CLOSE = 8, OP_PING = 9, OP_PONG = 10 };
-enum { S_FREE, S_CONNECTING, S_UPGRADING, S_OPEN, S_CLOSING, S_DONE };
+enum { S_FREE, S_CONNECTING, S_TLS, S_UPGRADING, S_OPEN, S_CLOSING, S_DONE };
 enum { M_ECHO, M_FANOUT, M_HANDSHAKES, M_IDLE };
 enum { P_SETUP, P_WARMUP, P_MEASURE, P_DRAIN, P_CLOSE, P_END };
 
 typedef struct {
     int fd, id, state, events;
+    /* TLS: the OpenSSL connection; a write to repeat (0 owned bytes, 1 segment, -1 none) */
+    SSL *ssl;
+    int tls_retry, tls_want_write, tls_eof;   /* tls_eof: the end came after the last data */
     /* output: owned bytes (handshake, control, chat frames) and a shared segment */
     uint8_t *obuf;
     size_t olen, ooff, ocap;
@@ -82,14 +98,17 @@ typedef struct {
 } conn_t;
 
 static struct {
-    int mode, port, conns, concurrency, binary, window, messages;
+    int mode, port, conns, concurrency, binary, window, messages, tls;
     size_t size;
     double duration, warmup, hold, timeout, close_timeout;
     long max_count;
     const char *subprotocol;
     int busy_poll;              /* never sleep in epoll_wait: a 1-connection echo then
                                    measures the server's latency, not the wake-ups */
-} opt = {M_ECHO, 0, 1, 64, 0, 10, 1000, 32, 2.0, 0.5, 600.0, 120.0, 5.0, 0, NULL, 0};
+} opt = {M_ECHO, 0, 1, 64, 0, 10, 1000, 0, 32, 2.0, 0.5, 600.0, 120.0, 5.0, 0, NULL, 0};
+#ifdef WITH_TLS
+static SSL_CTX *ssl_ctx;
+#endif
 
 static int epfd;
 static conn_t *conns;
@@ -241,19 +260,34 @@ static void queue_frame(conn_t *c, int opcode, const void *payload, size_t len) 
 static void update_events(conn_t *c) {
     int want = EPOLLIN;
     if (c->state == S_CONNECTING || c->olen > c->ooff || c->seg) want |= EPOLLOUT;
+    if (c->state == S_TLS && c->tls_want_write) want |= EPOLLOUT;
     if (want == c->events) return;
     struct epoll_event ev = {.events = want, .data.u32 = c->id};
     if (epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev) < 0) fail("epoll_ctl: %s", strerror(errno));
     c->events = want;
 }
 
+static void tls_free(conn_t *c) {
+#ifdef WITH_TLS
+    if (c->ssl) {
+        /* close_notify after a clean WebSocket close; best effort, never waited for */
+        if (c->state == S_CLOSING && c->close_received) SSL_shutdown(c->ssl);
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+    }
+#else
+    (void)c;
+#endif
+}
+
 static void finish(conn_t *c) {
+    tls_free(c);
     if (c->fd >= 0) {
         epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
         close(c->fd);
         c->fd = -1;
     }
-    if (c->state == S_CONNECTING || c->state == S_UPGRADING) pending_opens--;
+    if (c->state == S_CONNECTING || c->state == S_TLS || c->state == S_UPGRADING) pending_opens--;
     c->state = S_DONE;
     c->inflight = 0;
     c->seg = NULL;
@@ -271,21 +305,72 @@ static void drop(conn_t *c, const char *why) {
     }
 }
 
-/* Write what is queued: first anything already begun, the owned bytes before a segment. */
+/* send(), or SSL_write: -1 with errno EAGAIN when it would block. */
+static ssize_t io_send(conn_t *c, const uint8_t *p, size_t len) {
+#ifdef WITH_TLS
+    if (c->ssl) {
+        size_t written = 0;
+        ERR_clear_error();
+        if (SSL_write_ex(c->ssl, p, len, &written) > 0) return (ssize_t)written;
+        int e = SSL_get_error(c->ssl, 0);
+        errno = (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) ? EAGAIN : EPIPE;
+        return -1;
+    }
+#endif
+    return send(c->fd, p, len, MSG_NOSIGNAL);
+}
+
+/* recv(), or as many whole TLS records as there are and fit: 0 at the end. */
+static ssize_t io_recv(conn_t *c, uint8_t *buf, size_t len) {
+#ifdef WITH_TLS
+    if (c->ssl) {
+        size_t got = 0;
+        if (c->tls_eof) return 0;
+        while (len - got >= 16384) {   /* room for a record's plaintext (RFC 8446 §5.1) */
+            size_t n = 0;
+            ERR_clear_error();
+            if (SSL_read_ex(c->ssl, buf + got, len - got, &n) > 0) { got += n; continue; }
+            int e = SSL_get_error(c->ssl, 0);
+            if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) break;
+            if (e == SSL_ERROR_ZERO_RETURN) {
+                /* close_notify (or TCP's EOF): now, or after the data read so far, since
+                 * no readiness event may come for it again */
+                if (!got) return 0;
+                c->tls_eof = 1;
+                break;
+            }
+            if (got) break;          /* the error again at the next call */
+            errno = ECONNRESET;
+            return -1;
+        }
+        if (!got) { errno = EAGAIN; return -1; }
+        return (ssize_t)got;
+    }
+#endif
+    return recv(c->fd, buf, len, 0);
+}
+
+/* Write what is queued: first anything already begun, the owned bytes before a segment.
+ * TLS: a write that would block is repeated from the same place (SSL_write(3)). */
 static void flush(conn_t *c) {
     for (;;) {
         const uint8_t *p;
         size_t left;
         int use_seg;
-        if (c->seg && c->seg_off > 0) use_seg = 1;
+        if (c->ssl && c->tls_retry >= 0) use_seg = c->tls_retry;
+        else if (c->seg && c->seg_off > 0) use_seg = 1;
         else if (c->olen > c->ooff) use_seg = 0;
         else if (c->seg) use_seg = 1;
         else break;
         if (use_seg) { p = c->seg + c->seg_off; left = c->seg_len - c->seg_off; }
         else { p = c->obuf + c->ooff; left = c->olen - c->ooff; }
-        ssize_t n = send(c->fd, p, left, MSG_NOSIGNAL);
+        ssize_t n = io_send(c, p, left);
+        c->tls_retry = -1;
         if (n < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                if (c->ssl) c->tls_retry = use_seg;
+                break;
+            }
             if (errno == EINTR) continue;
             drop(c, strerror(errno));
             return;
@@ -344,6 +429,7 @@ static void open_slot(conn_t *c) {
     c->ocap = ocap;
     c->id = id;
     c->fd = fd;
+    c->tls_retry = -1;
     c->state = S_CONNECTING;
     c->started_at = now();
     pending_opens++;
@@ -521,8 +607,11 @@ static void feed_frames(conn_t *c, const uint8_t *data, size_t n) {
     }
 }
 
+static void tls_handshake(conn_t *c);
+
 static void on_readable(conn_t *c) {
-    ssize_t n = recv(c->fd, rbuf, READ_CHUNK, 0);
+    if (c->state == S_TLS) { tls_handshake(c); return; }
+    ssize_t n = io_recv(c, rbuf, READ_CHUNK);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
         drop(c, strerror(errno));
@@ -539,6 +628,34 @@ static void on_readable(conn_t *c) {
     }
     if (c->state == S_UPGRADING) on_head(c, rbuf, n);
     else feed_frames(c, rbuf, n);
+    if (c->tls_eof && c->fd >= 0 && c->state != S_DONE) on_readable(c);   /* its end, now */
+}
+
+/* TLS: drive the client handshake; once done, send the WebSocket upgrade. */
+static void tls_handshake(conn_t *c) {
+#ifdef WITH_TLS
+    ERR_clear_error();
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+        c->state = S_UPGRADING;
+        c->tls_want_write = 0;
+        queue_bytes(c, request, request_len);
+        flush(c);
+        return;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        c->tls_want_write = e == SSL_ERROR_WANT_WRITE;
+        update_events(c);
+        return;
+    }
+    char reason[160];
+    ERR_error_string_n(ERR_peek_last_error(), reason, sizeof reason);
+    upgrade_failures++;
+    drop(c, reason[0] ? reason : "TLS handshake failed");
+#else
+    drop(c, "built without TLS");
+#endif
 }
 
 static void on_writable(conn_t *c) {
@@ -547,9 +664,20 @@ static void on_writable(conn_t *c) {
         socklen_t len = sizeof err;
         getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
         if (err) { drop(c, strerror(err)); return; }
+#ifdef WITH_TLS
+        if (opt.tls) {
+            c->ssl = SSL_new(ssl_ctx);
+            if (!c->ssl || !SSL_set_fd(c->ssl, c->fd)) fail("SSL_new failed");
+            SSL_set_connect_state(c->ssl);
+            c->state = S_TLS;
+            tls_handshake(c);
+            return;
+        }
+#endif
         c->state = S_UPGRADING;
         queue_bytes(c, request, request_len);
     }
+    if (c->state == S_TLS) { tls_handshake(c); return; }
     flush(c);
 }
 
@@ -695,7 +823,8 @@ static void start_close(void) {
     for (int i = 0; i < nconns; i++) {
         conn_t *c = &conns[i];
         if (c->state == S_OPEN) send_close(c);
-        else if (c->state == S_CONNECTING || c->state == S_UPGRADING) finish(c);
+        else if (c->state == S_CONNECTING || c->state == S_TLS || c->state == S_UPGRADING)
+            finish(c);
     }
 }
 
@@ -903,6 +1032,7 @@ static void usage(void) {
             "  --hold S         idle: close after S seconds without a line on stdin (default 600)\n"
             "  --subprotocol P  offer this subprotocol (fanout: beej-chat-protocol)\n"
             "  --close-timeout S  seconds to wait for the Close handshakes at the end (default 5)\n"
+            "  --tls            TLS first (wss://), when built with -DWITH_TLS\n"
             "  --timeout S      give up after S seconds in all (default 120)\n");
     exit(2);
 }
@@ -910,6 +1040,14 @@ static void usage(void) {
 int main(int argc, char **argv) {
     if (argc < 2) usage();
     const char *mode = argv[1];
+    if (!strcmp(mode, "features")) {
+#ifdef WITH_TLS
+        printf("{\"tls\":true}\n");
+#else
+        printf("{\"tls\":false}\n");
+#endif
+        return 0;
+    }
     if (!strcmp(mode, "echo")) opt.mode = M_ECHO;
     else if (!strcmp(mode, "throughput")) { opt.mode = M_ECHO; opt.binary = 1; }
     else if (!strcmp(mode, "fanout")) { opt.mode = M_FANOUT; opt.subprotocol = "beej-chat-protocol"; }
@@ -922,6 +1060,7 @@ int main(int argc, char **argv) {
         if (!strcmp(a, "--binary")) { opt.binary = 1; continue; }
         if (!strcmp(a, "--text")) { opt.binary = 0; continue; }
         if (!strcmp(a, "--busy-poll")) { opt.busy_poll = 1; continue; }
+        if (!strcmp(a, "--tls")) { opt.tls = 1; continue; }
         if (!v) usage();
         i++;
         if (!strcmp(a, "--port")) opt.port = atoi(v);
@@ -971,6 +1110,20 @@ int main(int argc, char **argv) {
                            "Sec-WebSocket-Version: 13\r\n%s%s%s\r\n",
                            opt.port, opt.subprotocol ? "Sec-WebSocket-Protocol: " : "",
                            opt.subprotocol ? opt.subprotocol : "", opt.subprotocol ? "\r\n" : "");
+#ifdef WITH_TLS
+    if (opt.tls) {
+        ssl_ctx = SSL_CTX_new(TLS_client_method());
+        if (!ssl_ctx) fail("SSL_CTX_new failed");
+        SSL_CTX_set_min_proto_version(ssl_ctx, TLS1_2_VERSION);
+        SSL_CTX_set_verify(ssl_ctx, SSL_VERIFY_NONE, NULL);
+        SSL_CTX_set_session_cache_mode(ssl_ctx, SSL_SESS_CACHE_OFF);   /* full handshakes */
+        SSL_CTX_set_mode(ssl_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                                  SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+        SSL_CTX_set_options(ssl_ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);   /* TCP's EOF: an end */
+    }
+#else
+    if (opt.tls) fail("this loadgen was built without TLS (-DWITH_TLS, -lssl -lcrypto)");
+#endif
     epfd = epoll_create1(EPOLL_CLOEXEC);
     if (epfd < 0) fail("epoll_create1: %s", strerror(errno));
     run();

@@ -7,10 +7,16 @@
 It runs the same sans-IO `WebSocketConnection` as the server, in the client
 role (frames masked, §5.3), over one blocking socket. Pings from the server
 are answered while `recv()` waits.
+
+`wss://` URLs go over TLS (RFC 6455 §3, §4.1 step 5): the server's
+certificate and host name are verified by default
+(`ssl.create_default_context()`); `ssl_context=` gives another context, such
+as `rawws.net.tls.client_context(cafile=...)` to trust a private CA.
 """
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -32,6 +38,7 @@ from ..tools.trace import ConnectionTap, WireTracer
 RECV_SIZE = 64 * 1024
 MAX_RESPONSE_HEAD = 64 * 1024
 DEFAULT_CLOSE_TIMEOUT = 5.0   # seconds to wait for the server's TCP close (§7.1.1)
+TLS_RECORD_SIZE = 16 * 1024   # the largest plaintext of one TLS record (RFC 8446 §5.1)
 
 
 class ClientConnection:
@@ -92,12 +99,12 @@ class ClientConnection:
                     protocol.abort()
                     continue
                 wait = left if wait is None else min(wait, left)
-            if wait is not None and wait <= 0:
+            if wait is not None and wait <= 0 and not self._buffered():
                 raise TimeoutError("no WebSocket event before the timeout")
-            self.sock.settimeout(wait)
+            self.sock.settimeout(wait if wait is None or wait > 0 else 0.0)
             try:
                 data = self.sock.recv(RECV_SIZE)
-            except socket.timeout:
+            except (socket.timeout, BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 if protocol.state is State.CLOSED:
                     continue    # the close timeout, checked above
                 raise TimeoutError("no WebSocket event before the timeout") from None
@@ -106,6 +113,12 @@ class ClientConnection:
             if self.tap is not None:
                 self.tap.incoming(data)
             self._receive(data)
+
+    def _buffered(self) -> bool:
+        """Bytes already read from the network that the socket will not report
+        as readable: a TLS record decrypted but not yet taken."""
+        sock = self.sock
+        return isinstance(sock, ssl.SSLSocket) and sock.fileno() != -1 and sock.pending() > 0
 
     def recv(self, timeout: float | None = None) -> str | bytes:
         """The next text (str) or binary (bytes) message; control frames are handled here."""
@@ -124,11 +137,19 @@ class ClientConnection:
             return
         try:
             self.sock.settimeout(None)
-            # A big frame's header and payload go in vectored writes, not joined.
-            queue = SendQueue()
-            queue.extend(pieces)
-            while queue.size:
-                queue.consume(self.sock.sendmsg(queue.head()))
+            if isinstance(self.sock, ssl.SSLSocket):
+                # No sendmsg over TLS: small frames joined into one record,
+                # a big payload written as it is, after its header.
+                if len(pieces) > 1 and sum(map(len, pieces)) <= TLS_RECORD_SIZE:
+                    pieces = [b"".join(pieces)]
+                for data in pieces:
+                    self.sock.sendall(data)
+            else:
+                # A big frame's header and payload go in vectored writes, not joined.
+                queue = SendQueue()
+                queue.extend(pieces)
+                while queue.size:
+                    queue.consume(self.sock.sendmsg(queue.head()))
         except OSError:
             self.protocol.abort()
             return
@@ -202,6 +223,13 @@ class ClientConnection:
             self._close_transport()
 
     def _close_transport(self) -> None:
+        sock = self.sock
+        if isinstance(sock, ssl.SSLSocket) and sock.fileno() != -1:
+            try:   # close_notify, best effort: not waiting for the server's
+                sock.settimeout(0)
+                sock.unwrap()
+            except (OSError, ValueError):
+                pass
         try:
             self.sock.close()
         except OSError:
@@ -218,8 +246,13 @@ def connect(url: str, *, subprotocols: list[str] | tuple[str, ...] = (),
             origin: str | None = None, headers: list[tuple[str, str]] | None = None,
             timeout: float = 10.0, max_message_size: int = 16 * 1024 * 1024,
             compression: DeflateOptions | bool = False,
-            trace: WireTracer | None = None) -> ClientConnection:
-    """Open a WebSocket to a `ws://host[:port]/path` URL and perform the handshake.
+            trace: WireTracer | None = None,
+            ssl_context: ssl.SSLContext | None = None) -> ClientConnection:
+    """Open a WebSocket to a `ws://` or `wss://host[:port]/path` URL and perform the handshake.
+
+    For wss://, TLS first, verified with `ssl_context` (default:
+    `ssl.create_default_context()`, which checks the certificate chain and
+    that it names the URL's host); ssl.SSLCertVerificationError when it fails.
 
     `compression`: True (or DeflateOptions) offers permessage-deflate (RFC
     7692); whether the server took it is in `.compression` afterwards.
@@ -229,8 +262,8 @@ def connect(url: str, *, subprotocols: list[str] | tuple[str, ...] = (),
     """
     options = DeflateOptions() if compression is True else (compression or None)
     parts = urlsplit(url)
-    if parts.scheme != "ws":
-        raise ValueError(f"only ws:// URLs are supported, not {url!r}")
+    if parts.scheme not in ("ws", "wss"):   # §3: the two WebSocket schemes
+        raise ValueError(f"only ws:// and wss:// URLs are supported, not {url!r}")
     if not parts.hostname:
         raise ValueError(f"no host in {url!r}")
     port = parts.port or DEFAULT_PORTS[parts.scheme]
@@ -241,11 +274,25 @@ def connect(url: str, *, subprotocols: list[str] | tuple[str, ...] = (),
                                 headers=headers or (), compression=options,
                                 max_message_size=max_message_size)
     sock = socket.create_connection((parts.hostname, port), timeout=timeout)
+    if parts.scheme == "wss":
+        if ssl_context is None:
+            ssl_context = ssl.create_default_context()
+            ssl_context.set_alpn_protocols(["http/1.1"])
+        try:   # the handshake, under the connect timeout
+            sock = ssl_context.wrap_socket(sock, server_hostname=parts.hostname)
+        except BaseException:
+            sock.close()
+            raise
     tap = None
     if trace is not None:
         here, there = sock.getsockname(), sock.getpeername()
         tap = trace.tap(f"connected to {there[0]}:{there[1]} from {here[0]}:{here[1]}",
                         role="client")
+        if isinstance(sock, ssl.SSLSocket):
+            cipher = sock.cipher()
+            trace.write(f"[{tap.name} ==]", [
+                f"TLS handshake done: {sock.version()}, cipher {cipher[0] if cipher else '?'}; "
+                "decrypted bytes from here on"])
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.sendall(handshake.request)

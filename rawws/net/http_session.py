@@ -38,7 +38,8 @@ class HTTPSession:
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
         self.server = server = transport.server
-        self.parser = RequestParser(max_header_bytes=server.max_header_bytes)
+        self.parser = RequestParser(max_header_bytes=server.max_header_bytes,
+                                    scheme="https" if server.ssl_context is not None else "http")
         self.done = False      # the last answer is queued: what else comes is dropped
         self.backlog = False   # pipelined requests wait until our answers drain
         self.queued = 0        # unsent bytes at the last write: less now is progress

@@ -17,6 +17,10 @@ connections together hold for their peers: messages being received, send
 queues, request heads. Past it the biggest send queues of peers that do not
 read are dropped first (`shed`), a message that would not fit is refused
 with 1009, and new connections get a fixed 503 while it is exceeded.
+
+With an `ssl_context` every accepted socket is a `TLSTransport`
+(rawws.net.tls): `https://` and `wss://` on the one port, the sessions
+unchanged above it.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import errno
 import logging
 import signal
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -40,6 +45,7 @@ from ..tools.trace import WireTracer
 from .http_session import HTTPSession
 from .loop import EVENT_READ, EventLoop, Timer
 from .static import StaticFiles
+from .tls import TLSTransport
 from .transport import Transport
 from .ws_session import WebSocket, WebSocketSession
 
@@ -92,8 +98,9 @@ class WebSocketApp:
     allowed_origins: Iterable[str] | None = None
 
     def check_origin(self, origin: str | None, request: Request) -> bool:
-        """Accept or refuse (403) the handshake's Origin (RFC 6455 §10.2)."""
-        policy = OriginPolicy(self.allowed_origins)
+        """Accept or refuse (403) the handshake's Origin (RFC 6455 §10.2): over
+        TLS the server's own origin is https://, as the page's is."""
+        policy = OriginPolicy(self.allowed_origins, scheme=request.scheme)
         return policy.allows(origin, request.headers.get("Host"))
 
     def select_subprotocol(self, offered: list[str], request: Request) -> str | None:
@@ -136,8 +143,12 @@ class Server:
                  kernel_unsent: int | None = None,
                  compression: DeflateOptions | None = DeflateOptions(),
                  backlog: int = 1024, tracer: WireTracer | None = None,
-                 reuse_port: bool = False) -> None:
+                 reuse_port: bool = False,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.app = app
+        # TLS on every connection (rawws.net.tls.server_context makes the default one).
+        self.ssl_context = ssl_context
+        self.transport_class = TLSTransport if ssl_context is not None else Transport
         self.tracer = tracer   # --trace: print every byte in and out (rawws.tools.trace)
         # permessage-deflate (RFC 7692) for clients that offer it; None turns it off.
         self.compression = compression
@@ -201,7 +212,9 @@ class Server:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}/"
+        scheme = "https" if self.ssl_context is not None else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}/"
 
     def new_session(self, transport: Transport) -> HTTPSession:
         """Every accepted connection starts as HTTP."""
@@ -234,16 +247,21 @@ class Server:
             if budget.used > budget.limit:
                 self._refuse(sock, OVER_BUDGET_RESPONSE)
                 continue
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self.kernel_unsent is not None:
-                try:
-                    sock.setsockopt(socket.IPPROTO_TCP, _NOTSENT_LOWAT, self.kernel_unsent)
-                except OSError:
-                    pass
-            conn = Transport(self, sock, remote)
+            try:
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self.kernel_unsent is not None:
+                    try:
+                        sock.setsockopt(socket.IPPROTO_TCP, _NOTSENT_LOWAT, self.kernel_unsent)
+                    except OSError:
+                        pass
+                conn = self.transport_class(self, sock, remote)
+            except OSError as error:   # gone already (wrapping for TLS asks the peer's address)
+                log.debug("%s:%s lost at accept: %s", *remote[:2], error)
+                sock.close()
+                continue
             self.connections.add(conn)
-            self.loop.register(sock, EVENT_READ, conn.on_ready)
+            self.loop.register(conn.sock, EVENT_READ, conn.on_ready)
 
     def _refuse(self, sock: socket.socket, response: bytes = OVERLOAD_RESPONSE) -> None:
         """Past max_connections or the budget: a fixed 503, then close; costs no
@@ -251,7 +269,8 @@ class Server:
         self.refused += 1
         try:
             sock.setblocking(False)
-            sock.send(response)   # a new socket's buffer takes it whole
+            if self.ssl_context is None:   # a TLS client could not read it: just close
+                sock.send(response)   # a new socket's buffer takes it whole
             # Read what came already (a request head): closing with unread
             # bytes would send a RST, which may overtake the 503.
             sock.recv(64 * 1024)

@@ -5,7 +5,8 @@ the selector interest and the end of the connection. What the bytes mean is
 its `session`'s business: an `HTTPSession` first, swapped for a
 `WebSocketSession` by a 101 (rawws.net.http_session, rawws.net.ws_session).
 A session reads what the transport gives it and leaves output for
-`flush()`; it never touches the socket.
+`flush()`; it never touches the socket. `TLSTransport` (rawws.net.tls) is
+this over an SSL socket: the handshake first, then the same sessions.
 
 The end of a connection, every state change as one line of `TRANSITIONS`
 (tests/test_transport.py checks the diagram against the table):
@@ -142,7 +143,12 @@ class Transport:
             count = 0   # a reset is an end of stream like any other
         # A view on the shared read buffer, valid until the next read: the
         # parsers and the tap copy what they keep of it.
-        data = server.read_view[:count]
+        self.received(server.read_view[:count])
+
+    def received(self, data: memoryview) -> None:
+        """Bytes read from the peer (b"" at its end), to the session or, while
+        draining, nowhere."""
+        count = len(data)
         if self.tap is not None:
             self.tap.incoming(data)
         if self.state is TransportState.DRAINING:
@@ -297,11 +303,15 @@ class Transport:
             self._release()
             return
         try:
-            self.sock.shutdown(socket.SHUT_WR)
+            self.shut_write()
         except OSError:
             self.teardown()
             return
         self._start_linger()
+
+    def shut_write(self) -> None:
+        """Our side is done: send TCP's FIN (TLS sends its close_notify first)."""
+        self.sock.shutdown(socket.SHUT_WR)
 
     def _start_linger(self) -> None:
         if self.linger_timer is None:

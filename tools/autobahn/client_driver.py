@@ -6,6 +6,7 @@ text, binary as binary) until the suite closes the connection, then open
 /updateReports?agent=AGENT so the suite writes its reports.
 
     python tools/autobahn/client_driver.py ws://127.0.0.1:PORT [--agent rawws]
+    python tools/autobahn/client_driver.py wss://127.0.0.1:PORT --cafile ca.pem
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ sys.path.insert(0, str(PROJECT))
 
 from rawws.net.client import ClientConnection, connect  # noqa: E402
 from rawws.errors import ConnectionClosed, HandshakeError  # noqa: E402
+from rawws.net.tls import client_context  # noqa: E402
 
 DEFAULT_AGENT = "rawws"
 CONNECT_TIMEOUT = 10.0
@@ -67,9 +69,9 @@ def echo_until_closed(ws: ClientConnection, idle_timeout: float = IDLE_TIMEOUT) 
     return received
 
 
-def case_count(base: str, agent: str) -> int:
+def case_count(base: str, agent: str, tls: dict[str, Any] | None = None) -> int:
     """How many cases the suite will run (/getCaseCount)."""
-    ws = open_connection(f"{base}/getCaseCount?agent={agent}", {})
+    ws = open_connection(f"{base}/getCaseCount?agent={agent}", tls or {})
     if ws is None:
         raise SystemExit("client driver: the fuzzing server did not answer /getCaseCount")
     messages = echo_until_closed(ws)
@@ -78,15 +80,18 @@ def case_count(base: str, agent: str) -> int:
     return int(messages[0])
 
 
-def run_all(base: str, agent: str) -> int:
-    """Run every case, then have the suite write its reports; return the case count."""
-    options = deflate_options(connect)
-    count = case_count(base, agent)
+def run_all(base: str, agent: str, tls: dict[str, Any] | None = None) -> int:
+    """Run every case, then have the suite write its reports; return the case count.
+
+    `tls`: connect()'s keywords for wss:// (an ssl_context trusting the suite's CA)."""
+    tls = tls or {}
+    options = {**deflate_options(connect), **tls}
+    count = case_count(base, agent, tls)
     for case in range(1, count + 1):
         ws = open_connection(f"{base}/runCase?case={case}&agent={agent}", options)
         if ws is not None:
             echo_until_closed(ws)
-    ws = open_connection(f"{base}/updateReports?agent={agent}", {})
+    ws = open_connection(f"{base}/updateReports?agent={agent}", tls)
     if ws is None:
         raise SystemExit("client driver: /updateReports failed; no report written")
     echo_until_closed(ws)
@@ -97,8 +102,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="client_driver.py", description=__doc__.splitlines()[0])
     parser.add_argument("url", help="the fuzzing server, e.g. ws://127.0.0.1:9001")
     parser.add_argument("--agent", default=DEFAULT_AGENT)
+    parser.add_argument("--cafile", default=None,
+                        help="for wss://: trust the CA in this PEM file (the suite's certificate)")
     args = parser.parse_args(argv)
-    count = run_all(args.url.rstrip("/"), args.agent)
+    tls = {"ssl_context": client_context(args.cafile)} if args.cafile else {}
+    count = run_all(args.url.rstrip("/"), args.agent, tls)
     options = deflate_options(connect)
     print(f"client driver: ran {count} cases as {args.agent!r}"
           f" (connect options: {options or 'none'})", flush=True)

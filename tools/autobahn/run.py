@@ -1,18 +1,24 @@
 """Run Autobahn|Testsuite against rawws, both ways, and print one summary line per side.
 
 * server side: wstest's fuzzingclient drives `python -m rawws.echo`;
-* client side: wstest's fuzzingserver drives `client_driver.py` (rawws.net.client).
+* client side: wstest's fuzzingserver drives `client_driver.py` (rawws.net.client);
+
+each over plain TCP (ws://), then over TLS (wss://, a throwaway CA and
+certificate made for the run with `openssl`, tests/tls_certs.py).
 
     python tools/autobahn/run.py [--mode full|quick] [--side both|server|client]
+                                 [--transport both|plain|tls]
 
 Everything listens on 127.0.0.1 at ports chosen at run time; the specs are
 written at run time into a temporary directory; reports (HTML and JSON, one
-file per case) go to reports/autobahn/{server,client}/. The exit status is 0
-only when both runs completed and no case is FAILED or UNIMPLEMENTED.
+file per case) go to reports/autobahn/{server,client}/ and, over TLS, to
+reports/autobahn/{server,client}-tls/. The exit status is 0 only when every
+run completed and no case is FAILED or UNIMPLEMENTED.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import selectors
@@ -78,10 +84,15 @@ def fuzzingclient_spec(url: str, outdir: str, cases: list[str], exclude: list[st
 
 
 def fuzzingserver_spec(url: str, outdir: str, cases: list[str],
-                       exclude: list[str]) -> dict[str, Any]:
-    """The spec for wstest -m fuzzingserver: listen at `url` for the client under test."""
-    return {"url": url, "outdir": outdir, "cases": list(cases),
+                       exclude: list[str], *, cert: str | None = None,
+                       key: str | None = None) -> dict[str, Any]:
+    """The spec for wstest -m fuzzingserver: listen at `url` for the client under test
+    (a wss:// url with the PEM `cert` and `key` it serves TLS with)."""
+    spec = {"url": url, "outdir": outdir, "cases": list(cases),
             "exclude-cases": list(exclude), "exclude-agent-cases": {}}
+    if cert is not None:
+        spec.update(cert=cert, key=key)
+    return spec
 
 
 def mode_cases(mode: str) -> tuple[list[str], list[str]]:
@@ -295,6 +306,24 @@ class Settings:
     reports: Path
     work: Path
     time_limit: float
+    certs: Any = None   # tests/tls_certs.Certificates over TLS, None over plain TCP
+
+    @property
+    def tls(self) -> bool:
+        return self.certs is not None
+
+    def outdir(self, side: str) -> Path:
+        return self.reports / (f"{side}-tls" if self.tls else side)
+
+
+def make_certificates(folder: Path) -> Any:
+    """A throwaway CA and a certificate for 127.0.0.1, by tests/tls_certs.py (openssl)."""
+    spec = importlib.util.spec_from_file_location("rawws_tls_certs",
+                                                  PROJECT / "tests" / "tls_certs.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module.make_certificates(folder)
 
 
 def clean_report_dir(outdir: Path) -> None:
@@ -318,8 +347,9 @@ def child_env() -> dict[str, str]:
 
 
 def run_server_side(settings: Settings) -> Summary:
-    """wstest's fuzzingclient against `python -m rawws.echo`."""
-    outdir = settings.reports / "server"
+    """wstest's fuzzingclient against `python -m rawws.echo` (with --certfile over TLS:
+    Twisted's ClientContextFactory then connects without verifying it)."""
+    outdir = settings.outdir("server")
     clean_report_dir(outdir)
     cases, exclude = mode_cases(settings.mode)
     deadline = time.monotonic() + settings.time_limit
@@ -330,13 +360,16 @@ def run_server_side(settings: Settings) -> Summary:
         wstest_log = stack.enter_context(open(wstest_log_path, "wb"))
         # Keepalive pings are off: no case expects them, and a Ping in the
         # middle of a case would change what Autobahn sees.
+        tls = (["--certfile", str(settings.certs.cert), "--keyfile", str(settings.certs.key)]
+               if settings.tls else [])
         echo = processes.start(
             [sys.executable, "-m", "rawws.echo", "--host", LOOPBACK, "--port", "0",
-             "--ping-interval", "0"],
+             "--ping-interval", "0", *tls],
             echo_log, stdout=subprocess.PIPE, cwd=PROJECT, env=child_env())
         port = serving_port(read_line(echo, STARTUP_TIMEOUT))
         spec_path = settings.work / "fuzzingclient.json"
-        spec = fuzzingclient_spec(f"ws://{LOOPBACK}:{port}", str(outdir), cases, exclude)
+        scheme = "wss" if settings.tls else "ws"
+        spec = fuzzingclient_spec(f"{scheme}://{LOOPBACK}:{port}", str(outdir), cases, exclude)
         spec_path.write_text(json.dumps(spec, indent=2), encoding="utf-8")
         wstest = processes.start(wstest_argv(settings, "-m", "fuzzingclient", "-s", str(spec_path)),
                                  wstest_log, cwd=settings.work, env=child_env())
@@ -349,8 +382,9 @@ def run_server_side(settings: Settings) -> Summary:
 
 
 def run_client_side(settings: Settings) -> Summary:
-    """wstest's fuzzingserver against client_driver.py (rawws.net.client)."""
-    outdir = settings.reports / "client"
+    """wstest's fuzzingserver against client_driver.py (rawws.net.client); over TLS
+    the suite serves the test certificate and the driver trusts its CA."""
+    outdir = settings.outdir("client")
     clean_report_dir(outdir)
     cases, exclude = mode_cases(settings.mode)
     deadline = time.monotonic() + settings.time_limit
@@ -361,17 +395,19 @@ def run_client_side(settings: Settings) -> Summary:
         driver_log_path = outdir / "driver.log"
         driver_log = stack.enter_context(open(driver_log_path, "wb"))
         port = free_port()
-        url = f"ws://{LOOPBACK}:{port}"
+        url = f"{'wss' if settings.tls else 'ws'}://{LOOPBACK}:{port}"
+        tls = {"cert": str(settings.certs.cert), "key": str(settings.certs.key)} if settings.tls else {}
         spec_path = settings.work / "fuzzingserver.json"
-        spec_path.write_text(json.dumps(fuzzingserver_spec(url, str(outdir), cases, exclude),
-                                        indent=2), encoding="utf-8")
+        spec_path.write_text(json.dumps(fuzzingserver_spec(url, str(outdir), cases, exclude,
+                                                           **tls), indent=2), encoding="utf-8")
         # -u 0: no embedded web server (it would take a fixed port).
         wstest = processes.start(
             wstest_argv(settings, "-m", "fuzzingserver", "-s", str(spec_path), "-u", "0"),
             wstest_log, cwd=settings.work, env=child_env())
         wait_listening(port, wstest, STARTUP_TIMEOUT)
+        cafile = ["--cafile", str(settings.certs.ca)] if settings.tls else []
         driver = processes.start([sys.executable, str(HERE / "client_driver.py"), url,
-                                  "--agent", AGENT],
+                                  "--agent", AGENT, *cafile],
                                  driver_log, cwd=PROJECT, env=child_env())
         status = wait_for(driver, deadline, "client", wstest_log_path)
         if status != 0:
@@ -409,6 +445,8 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=sorted(MODES), default="full")
     parser.add_argument("--side", choices=("both", "server", "client"), default="both")
+    parser.add_argument("--transport", choices=("both", "plain", "tls"), default="both",
+                        help="ws:// (plain), wss:// (tls), or one after the other (default)")
     parser.add_argument("--reports", type=Path, default=PROJECT / "reports" / "autobahn",
                         help="where the reports go (default: reports/autobahn)")
     parser.add_argument("--autobahn-home", type=Path, default=default_home(),
@@ -419,29 +457,43 @@ def main(argv: list[str] | None = None) -> int:
     stop_on_sigterm()
     python = ensure_installed(args.autobahn_home.resolve())
     sides = ["server", "client"] if args.side == "both" else [args.side]
+    transports = ["plain", "tls"] if args.transport == "both" else [args.transport]
     runners = {"server": run_server_side, "client": run_client_side}
     passed = True
+    reports: list[Path] = []
     try:
         with tempfile.TemporaryDirectory(prefix="rawws-autobahn-") as work:
-            settings = Settings(args.mode, python, args.reports.resolve(), Path(work),
-                                args.time_limit or TIME_LIMITS[args.mode])
-            for side in sides:
-                started = time.monotonic()
-                try:
-                    summary = runners[side](settings)
-                except (RunError, OSError, KeyError, ValueError) as error:
-                    print(f"{side}: did not complete: {error}", flush=True)
-                    passed = False
-                    continue
-                print(summary_line(side, summary, time.monotonic() - started), flush=True)
-                for line in detail_lines(summary):
-                    print(line, flush=True)
-                passed = passed and summary.passed
+            plain = Settings(args.mode, python, args.reports.resolve(), Path(work),
+                             args.time_limit or TIME_LIMITS[args.mode])
+            for transport in transports:
+                settings = plain
+                if transport == "tls":
+                    try:
+                        certs = make_certificates(Path(work) / "certs")
+                    except (OSError, RuntimeError) as error:
+                        print(f"tls: no certificates, no TLS pass: {error}", flush=True)
+                        passed = False
+                        continue
+                    settings = Settings(plain.mode, plain.wstest_python, plain.reports,
+                                        plain.work, plain.time_limit, certs)
+                for side in sides:
+                    name = f"{side} (wss)" if settings.tls else side
+                    started = time.monotonic()
+                    try:
+                        summary = runners[side](settings)
+                    except (RunError, OSError, KeyError, ValueError) as error:
+                        print(f"{name}: did not complete: {error}", flush=True)
+                        passed = False
+                        continue
+                    reports.append(settings.outdir(side) / "index.html")
+                    print(summary_line(name, summary, time.monotonic() - started), flush=True)
+                    for line in detail_lines(summary):
+                        print(line, flush=True)
+                    passed = passed and summary.passed
     except KeyboardInterrupt:
         print("interrupted; every child process was stopped", file=sys.stderr)
         return 130
-    print(f"reports: {args.reports / 'server' / 'index.html'}, "
-          f"{args.reports / 'client' / 'index.html'}", flush=True)
+    print(f"reports: {', '.join(map(str, reports)) or 'none'}", flush=True)
     return 0 if passed else 1
 
 
