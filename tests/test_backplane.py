@@ -317,6 +317,7 @@ def test_redis_restarting_local_chat_goes_on_and_then_reaches_every_server(redis
     for server in (one, two):
         wait_until(lambda: health(server.port)["backplane"] == "up", timeout=30,
                    what="the backplane back up")
+    wait_until(lambda: len(one.lines("backplane: Redis at")) >= 2, what="the back line logged")
     assert len(one.lines("backplane: Redis at")) == 2, one.lines("Redis at")   # down, back
     for text, sender in (("after one", ada), ("after two", cy), ("after v1", bob)):
         sender.say(text)
@@ -409,4 +410,5 @@ def test_a_server_that_was_away_past_the_streams_cap_reads_the_room_again(redis_
                 replies += 1
     # Server two missed the join, sees the gap, and reads the room's users again.
     cy.wait_for(joined("Phantom"))
-    assert two.lines("no longer holds the last event"), two.log
+    # The log is read by a thread of the test: wait for the line, don't race it.
+    wait_until(lambda: two.lines("no longer holds the last event"), what="the gap logged")
