@@ -348,6 +348,7 @@ def handshake_fails(port: int, context: ssl.SSLContext) -> bool:
     return False
 
 
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
 def test_a_client_limited_to_tls_1_1_is_refused_with_one_info_line(tls_serve, tls_certs, caplog):
     server = tls_serve()
     context = trusting(tls_certs)

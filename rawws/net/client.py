@@ -30,6 +30,7 @@ from ..http import find_head_end, parse_response_head, Response
 from ..origin import DEFAULT_PORTS
 from ..protocol import BinaryMessage, Event, Pong, State, TextMessage, WebSocketConnection
 from .sendqueue import SendQueue
+from .tls import client_context
 from ..tools.trace import ConnectionTap, WireTracer
 
 # Each recv() makes a fresh bytes object of this size: kept under glibc's
@@ -276,8 +277,7 @@ def connect(url: str, *, subprotocols: list[str] | tuple[str, ...] = (),
     sock = socket.create_connection((parts.hostname, port), timeout=timeout)
     if parts.scheme == "wss":
         if ssl_context is None:
-            ssl_context = ssl.create_default_context()
-            ssl_context.set_alpn_protocols(["http/1.1"])
+            ssl_context = client_context()   # ssl.create_default_context(), ALPN http/1.1
         try:   # the handshake, under the connect timeout
             sock = ssl_context.wrap_socket(sock, server_hostname=parts.hostname)
         except BaseException:
