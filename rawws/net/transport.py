@@ -204,6 +204,9 @@ class Transport:
             data = pieces[0]
             if sent < len(data):
                 out.append(memoryview(data)[sent:])
+            elif (self.events == EVENT_READ and not self.charged and not self.finishing
+                  and self.session.after_write is None and self.state is TransportState.OPEN):
+                return   # all sent, nothing queued, nothing to change (hot path)
             self.after_write()
         else:
             out.extend(pieces)

@@ -138,14 +138,18 @@ class WebSocketSession:
         for event in protocol.events():
             kind = type(event)
             if kind is TextMessage or kind is BinaryMessage:
-                self.call_app(on_message, handle, event.data)
+                try:   # as call_app does, without a call per message (hot path)
+                    on_message(handle, event.data)
+                except Exception:
+                    log.exception("application error on %s:%s", *self.transport.remote[:2])
+                    self.close(CLOSE_INTERNAL_ERROR, "internal error")
             elif kind is Pong:
                 self.awaiting_pong = False
         if protocol.failure is not None and not self.app_closed:
             log.info("%s:%s failed: %d %s", *self.transport.remote[:2], protocol.close_sent,
                      protocol.failure.reason)
         self.transport.output_ready()
-        if protocol.should_close_transport:
+        if protocol.state is State.CLOSED and protocol.should_close_transport:
             self.finish()
 
     after_write = None   # nothing to do when output moves: the transport's cap is enough
