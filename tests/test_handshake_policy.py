@@ -21,32 +21,8 @@ from rawws.net.server import WebSocketApp
 from rawws.protocol import (DEFAULT_MAX_MESSAGE_SIZE, BinaryMessage, Role, TextMessage,
                             WebSocketConnection)
 
-# §1.3: the sample nonce and the Sec-WebSocket-Accept it gives.
-RFC_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
-RFC_ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-
-# §1.3: "The handshake from the client looks as follows".
-RFC_REQUEST = (
-    b"GET /chat HTTP/1.1\r\n"
-    b"Host: server.example.com\r\n"
-    b"Upgrade: websocket\r\n"
-    b"Connection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-    b"Origin: http://example.com\r\n"
-    b"Sec-WebSocket-Protocol: chat, superchat\r\n"
-    b"Sec-WebSocket-Version: 13\r\n"
-    b"\r\n"
-)
-
-# §1.3: "The handshake from the server looks as follows".
-RFC_RESPONSE = (
-    b"HTTP/1.1 101 Switching Protocols\r\n"
-    b"Upgrade: websocket\r\n"
-    b"Connection: Upgrade\r\n"
-    b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
-    b"Sec-WebSocket-Protocol: chat\r\n"
-    b"\r\n"
-)
+# §1.3's sample handshake, as tests/test_handshake.py spells it out.
+from tests.test_handshake import RFC_ACCEPT, RFC_KEY, RFC_REQUEST, RFC_RESPONSE  # noqa: E402
 
 # The 101 to a request without subprotocols or extensions.
 PLAIN_101 = (
