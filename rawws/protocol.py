@@ -40,9 +40,10 @@ from typing import TYPE_CHECKING
 from .close import CLOSE_ABNORMAL, CLOSE_NO_STATUS, CLOSE_NORMAL
 from .deflate import PerMessageDeflate, compress_once
 from .errors import ConnectionClosed, InvalidPayload, MessageTooBig, ProtocolError
-from .frames import (MAX_CONTROL_PAYLOAD, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING,
-                     OP_PONG, OP_TEXT, RSV1_BIT, FrameParser, PendingFrame, decode_close_payload,
-                     encode_close_payload, encode_frame, frame_header)
+from .frames import (FIN_BIT, LENGTH_16BIT, MAX_CONTROL_PAYLOAD, OP_BINARY, OP_CLOSE,
+                     OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, RSV1_BIT, Frame,
+                     FrameParser, PendingFrame, decode_close_payload, encode_close_payload, encode_frame,
+                     frame_header)
 from .masking import mask_chunks
 from .utf8 import Utf8Decoder
 
@@ -279,6 +280,11 @@ class WebSocketConnection:
             return  # §7.1.7 / §1.4: nothing after a failure or the peer's Close is processed
         self._parser.feed(data)
 
+    @property
+    def bytes_unparsed(self) -> int:
+        """Bytes received that `events()` has not turned into events yet."""
+        return self._parser.buffered
+
     def events(self) -> Iterator[Event]:
         """Parse what was received and yield its events, one frame at a time.
 
@@ -307,8 +313,7 @@ class WebSocketConnection:
                 if frame.opcode >= OP_CLOSE:
                     event = self._receive_control(frame.opcode, frame.payload)
                 else:
-                    event = self._receive_data_frame(frame.opcode, frame.payload, frame.fin,
-                                                     frame.rsv1)
+                    event = self._receive_data_frame(frame)
             except ProtocolError as error:
                 self._fail(error)
                 break
@@ -361,9 +366,12 @@ class WebSocketConnection:
             self.budget.release(self.held_bytes)
             self.held_bytes = 0
 
-    def _receive_data_frame(self, opcode: int, payload: bytes, fin: bool,
-                            compressed: bool = False) -> Event | None:
+    def _receive_data_frame(self, frame: Frame) -> Event | None:
         """A data frame (§5.6) into the message being reassembled: the message once whole."""
+        opcode = frame.opcode
+        payload = frame.payload
+        fin = frame.fin
+        compressed = frame.rsv1   # RFC 7692 §6: RSV1 marks a compressed message
         if opcode == OP_CONTINUATION:
             if self._message_opcode is None:
                 # §5.4: a continuation frame continues a message that was started.
@@ -377,7 +385,13 @@ class WebSocketConnection:
             # early: no reassembly state.
             if compressed:
                 payload = self._inflate(payload, True)
-            return self._deliver(opcode, payload)
+            if opcode == OP_BINARY:
+                return BinaryMessage(payload)
+            try:
+                return TextMessage(payload.decode("utf-8"))
+            except UnicodeDecodeError:
+                # §8.1: "MUST _Fail the WebSocket Connection_" on invalid UTF-8.
+                raise InvalidPayload("invalid UTF-8 in text message") from None
         else:
             self._message_opcode = opcode
             self._message_compressed = compressed
@@ -454,16 +468,6 @@ class WebSocketConnection:
             if len(small) == _SMALL_BATCH:
                 self._message_parts.append(piece[:0].join(small))
                 small.clear()
-
-    def _deliver(self, opcode: int, payload: bytes) -> Event:
-        """A message that came in one frame, none of it read early."""
-        if opcode == OP_TEXT:
-            try:
-                return TextMessage(payload.decode("utf-8"))
-            except UnicodeDecodeError:
-                # §8.1: "MUST _Fail the WebSocket Connection_" on invalid UTF-8.
-                raise InvalidPayload("invalid UTF-8 in text message") from None
-        return BinaryMessage(payload)
 
     def _check_arriving_text(self, pending: PendingFrame) -> None:
         """§8.1 fail fast inside one frame: check the newly arrived bytes of a text frame.
@@ -585,10 +589,16 @@ class WebSocketConnection:
 
     def _queue_message(self, opcode: int, payload: bytes) -> None:
         """A whole message in one frame, compressed when permessage-deflate is on."""
+        if self.state is not State.OPEN or self._sending_opcode is not None:
+            self._check_whole_message()   # raises, saying why
         deflate = self.deflate
         if deflate is not None and len(payload) >= deflate.options.min_size:
             # RFC 7692 §6: RSV1 on the (first) frame of a compressed message.
             self._queue_frame(opcode, deflate.compress(payload), rsv1=True)
+        elif self._mask_keys is None and len(payload) < LENGTH_16BIT:
+            # A server's short message, the most common frame there is: FIN
+            # and the opcode, then the length in 7 bits (§5.2), no mask (§5.1).
+            self._outgoing.append(bytes((FIN_BIT | opcode, len(payload))) + payload)
         else:
             self._queue_frame(opcode, payload)
 
@@ -598,11 +608,9 @@ class WebSocketConnection:
             raise ConnectionClosed(self.close_code, self.close_reason)
 
     def send_text(self, text: str) -> None:
-        self._check_whole_message()
         self._queue_message(OP_TEXT, text.encode("utf-8"))
 
     def send_binary(self, data: bytes) -> None:
-        self._check_whole_message()
         self._queue_message(OP_BINARY, bytes(data))
 
     def send_frame_bytes(self, frame: bytes) -> None:

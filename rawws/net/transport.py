@@ -128,22 +128,22 @@ class Transport:
     # ---- reading ----------------------------------------------------------
 
     def on_ready(self, mask: int) -> None:
+        """The socket is ready: write what waits, then read what came."""
         if mask & EVENT_WRITE:
             self.write_out()
-        if mask & EVENT_READ and self.state is not TransportState.CLOSED:
-            self.read_in()
-
-    def read_in(self) -> None:
-        server = self.server
-        try:
-            count = self.sock.recv_into(server.read_buffer)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            count = 0   # a reset is an end of stream like any other
-        # A view on the shared read buffer, valid until the next read: the
-        # parsers and the tap copy what they keep of it.
-        self.received(server.read_view[:count])
+            if self.state is TransportState.CLOSED:
+                return
+        if mask & EVENT_READ:
+            server = self.server
+            try:
+                count = self.sock.recv_into(server.read_buffer)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                count = 0   # a reset is an end of stream like any other
+            # A view on the shared read buffer, valid until the next read: the
+            # parsers and the tap copy what they keep of it.
+            self.received(server.read_view[:count])
 
     def received(self, data: memoryview) -> None:
         """Bytes read from the peer (b"" at its end), to the session or, while
@@ -195,6 +195,8 @@ class Transport:
             self.after_write()
             return
         pieces = self.session.output()
+        if not pieces and not out.size and not self.finishing:
+            return   # nothing to do (flushed already, at the end of a read)
         if len(pieces) == 1 and not out.size:
             # The usual case: one frame, nothing queued, so send it directly
             # and queue only the part the kernel did not take.

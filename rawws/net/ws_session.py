@@ -133,22 +133,36 @@ class WebSocketSession:
         protocol.receive_data(data)
         on_message = self.app.on_message
         handle = self.handle
-        # One event at a time: the app's answer to a message is queued before
-        # the next frame is parsed (rawws.protocol).
-        for event in protocol.events():
-            kind = type(event)
-            if kind is TextMessage or kind is BinaryMessage:
-                try:   # as call_app does, without a call per message (hot path)
-                    on_message(handle, event.data)
-                except Exception:
-                    log.exception("application error on %s:%s", *self.transport.remote[:2])
-                    self.close(CLOSE_INTERNAL_ERROR, "internal error")
-            elif kind is Pong:
-                self.awaiting_pong = False
+        transport = self.transport
+        # What answers a read goes out as soon as its last event is handled,
+        # in one write, not at the end of the loop's turn: a peer waiting for
+        # its echo waits for nothing else, and this turn's other work is done
+        # while the reply travels. Until then the transport counts as listed
+        # for a flush, so a send does not list it.
+        transport.dirty = True
+        try:
+            # One event at a time: the app's answer to a message is queued
+            # before the next frame is parsed (rawws.protocol).
+            for event in protocol.events():
+                kind = type(event)
+                if kind is TextMessage or kind is BinaryMessage:
+                    try:   # as call_app does, without a call per message (hot path)
+                        on_message(handle, event.data)
+                    except Exception:
+                        log.exception("application error on %s:%s", *transport.remote[:2])
+                        self.close(CLOSE_INTERNAL_ERROR, "internal error")
+                elif kind is Pong:
+                    self.awaiting_pong = False
+                # (A Ping's Pong and a Close's answer the protocol queued itself.)
+                if not protocol.bytes_unparsed:   # the last event of this read
+                    transport.flush()
+        finally:
+            # Not flushed since the last event, or a failure queued a Close.
+            if transport.dirty or protocol.failure is not None:
+                transport.flush()
         if protocol.failure is not None and not self.app_closed:
-            log.info("%s:%s failed: %d %s", *self.transport.remote[:2], protocol.close_sent,
+            log.info("%s:%s failed: %d %s", *transport.remote[:2], protocol.close_sent,
                      protocol.failure.reason)
-        self.transport.output_ready()
         if protocol.state is State.CLOSED and protocol.should_close_transport:
             self.finish()
 
