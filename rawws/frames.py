@@ -514,7 +514,9 @@ class FrameParser:
         # its limit is refused from the header too.
         self.payload_limit = max_frame_size
         self._buffer = bytearray()
-        self._pending: PendingFrame | None = None
+        # The next frame when its header has arrived and not all its payload,
+        # else None (read it, never set it: the parser keeps it).
+        self.pending: PendingFrame | None = None
 
     @property
     def require_mask(self) -> bool:
@@ -550,7 +552,7 @@ class FrameParser:
             raise found[0].error()
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
-        pending = self._pending
+        pending = self.pending
         if pending is not None and pending.streamed:
             # A big frame's payload goes to it first; the buffer is empty until it is whole.
             taken = pending.take(data)
@@ -564,11 +566,6 @@ class FrameParser:
         """Bytes received and not yet returned, as frames or by `pending.read()`."""
         return len(self._buffer)
 
-    @property
-    def pending(self) -> PendingFrame | None:
-        """The next frame when its header has arrived and not all its payload, else None."""
-        return self._pending
-
     def next_frame(self) -> Frame | None:
         """The next whole frame, or None until more bytes arrive.
 
@@ -576,11 +573,11 @@ class FrameParser:
         """
         buffer = self._buffer
         available = len(buffer)
-        pending = self._pending
+        pending = self.pending
         if pending is not None and pending.streamed:
             if pending.remaining:
                 return None
-            self._pending = None
+            self.pending = None
             first = pending._first
             payload = pending.read()
             end = 0   # the buffer holds only what came after the frame
@@ -589,7 +586,7 @@ class FrameParser:
             end = pending._end
             if available < end:
                 return None
-            self._pending = None
+            self.pending = None
             first = pending._first
             payload = _unmasked(buffer, pending._base, end, pending._key)
         else:
@@ -633,9 +630,9 @@ class FrameParser:
             if available < end:
                 key = None if key is None else bytes(key)
                 if length < STREAM_THRESHOLD:
-                    self._pending = PendingFrame(buffer, first, length, key, start)
+                    self.pending = PendingFrame(buffer, first, length, key, start)
                     return None
-                streamed = self._pending = StreamedFrame(first, length, key)
+                streamed = self.pending = StreamedFrame(first, length, key)
                 with memoryview(buffer) as view:
                     streamed.take(view[start:])
                 del buffer[:]

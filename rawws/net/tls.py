@@ -49,7 +49,7 @@ try:   # how many bytes the kernel holds for a socket (Linux, the BSDs, macOS: i
     from termios import FIONREAD
 except ImportError:   # pragma: no cover - not POSIX
     ioctl = None
-from .transport import Transport, TransportState
+from .transport import CLOSED, PEER_ENDED, Transport
 
 if TYPE_CHECKING:
     from .server import Server
@@ -184,7 +184,7 @@ class TLSTransport(Transport):
             return
         if mask & EVENT_WRITE or (self.write_wants_read and mask & EVENT_READ):
             self.write_out()
-        if self.state is TransportState.CLOSED:
+        if self.state is CLOSED:
             return
         if mask & EVENT_READ or (self.read_wants_write and mask & EVENT_WRITE):
             self.read_in()
@@ -223,7 +223,7 @@ class TLSTransport(Transport):
         self.read_in()   # the request may have come with the handshake's last flight
 
     def _want(self, events: int) -> None:
-        if events != self.events and self.state is not TransportState.CLOSED:
+        if events != self.events and self.state is not CLOSED:
             self.events = events
             self.loop.modify(self.sock, events, self.on_ready)
 
@@ -234,7 +234,7 @@ class TLSTransport(Transport):
             self.handshake()
             return
         self.read_soon = False
-        if self.state is TransportState.CLOSED or self.state is TransportState.PEER_ENDED:
+        if self.state is CLOSED or self.state is PEER_ENDED:
             return   # (a read scheduled for pending bytes, after the end)
         self.read_wants_write = False
         sock = self.sock
@@ -277,7 +277,7 @@ class TLSTransport(Transport):
         if count:
             self.received(view[:count])
         if ended:
-            if self.state is not TransportState.CLOSED:
+            if self.state is not CLOSED:
                 self.received(view[:0])
             return
         if self.read_wants_write:
@@ -297,13 +297,13 @@ class TLSTransport(Transport):
         """Plaintext the SSL object holds is never reported by select(): read it soon.
         (With a whole record's room in every read there is none; this is the
         guard for when that stops being so.)"""
-        if (not self.read_soon and self.state is not TransportState.CLOSED
+        if (not self.read_soon and self.state is not CLOSED
                 and self.sock.pending()):
             self.read_soon = True
             self.loop.call_later(0, self.read_in)
 
     def update_interest(self) -> None:
-        if self.handshaking or self.state is TransportState.CLOSED:
+        if self.handshaking or self.state is CLOSED:
             return
         super().update_interest()
         extra = ((EVENT_WRITE if self.read_wants_write else 0)
@@ -377,7 +377,7 @@ class TLSTransport(Transport):
     # ---- the end ----------------------------------------------------------------
 
     def _finish(self) -> None:
-        if self.state is TransportState.PEER_ENDED:
+        if self.state is PEER_ENDED:
             self.close_notify()   # the peer has ended; ours still goes before TCP closes
         super()._finish()
 

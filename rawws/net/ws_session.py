@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from ..close import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL
 from ..deflate import DeflateParams
 from ..http import Request
-from ..protocol import BinaryMessage, Pong, State, TextMessage, WebSocketConnection
+from ..protocol import CLOSED, OPEN, BinaryMessage, Pong, TextMessage, WebSocketConnection
 from .loop import Timer
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ class WebSocket:
 
     @property
     def open(self) -> bool:
-        return self._ws.state is State.OPEN
+        return self._ws.state is OPEN
 
     @property
     def compression(self) -> DeflateParams | None:
@@ -66,23 +66,29 @@ class WebSocket:
 
     def send_text(self, text: str) -> bool:
         """Queue a text message."""
-        if self._ws.state is not State.OPEN:
+        ws = self._ws
+        if ws.state is not OPEN:
             return False
-        self._ws.send_text(text)
-        self._transport.output_ready()
+        ws.send_text(text)
+        transport = self._transport
+        if not transport.dirty:   # else it is flushed already this turn, or at the read's end
+            transport.output_ready()
         return True
 
     def send_binary(self, data: bytes) -> bool:
-        if self._ws.state is not State.OPEN:
+        ws = self._ws
+        if ws.state is not OPEN:
             return False
-        self._ws.send_binary(data)
-        self._transport.output_ready()
+        ws.send_binary(data)
+        transport = self._transport
+        if not transport.dirty:
+            transport.output_ready()
         return True
 
     def send_frame_bytes(self, frame: bytes) -> bool:
         """Queue an already-encoded frame: a broadcast encodes once for all (hot path)."""
         ws = self._ws
-        if ws.state is not State.OPEN:
+        if ws.state is not OPEN:
             return False
         ws.send_frame_bytes(frame)
         transport = self._transport
@@ -91,7 +97,7 @@ class WebSocket:
         return True
 
     def ping(self, payload: bytes = b"") -> bool:
-        if self._ws.state is not State.OPEN:
+        if self._ws.state is not OPEN:
             return False
         self._ws.send_ping(payload)
         self._transport.output_ready()
@@ -163,7 +169,7 @@ class WebSocketSession:
         if protocol.failure is not None and not self.app_closed:
             log.info("%s:%s failed: %d %s", *transport.remote[:2], protocol.close_sent,
                      protocol.failure.reason)
-        if protocol.state is State.CLOSED and protocol.should_close_transport:
+        if protocol.state is CLOSED and protocol.should_close_transport:
             self.finish()
 
     after_write = None   # nothing to do when output moves: the transport's cap is enough
@@ -192,7 +198,7 @@ class WebSocketSession:
 
     def close(self, code: int, reason: str) -> None:
         protocol = self.protocol
-        if protocol.state is not State.OPEN:
+        if protocol.state is not OPEN:
             return
         protocol.close(code, reason)
         self.transport.output_ready()
@@ -226,7 +232,7 @@ class WebSocketSession:
             self.ping_timer = self.server.loop.call_later(interval, self.on_ping_timer)
 
     def on_ping_timer(self) -> None:
-        if self.transport.closed or self.protocol.state is not State.OPEN:
+        if self.transport.closed or self.protocol.state is not OPEN:
             return
         if self.awaiting_pong:
             log.info("%s:%s keepalive timeout", *self.transport.remote[:2])
@@ -241,7 +247,7 @@ class WebSocketSession:
     def on_pong_deadline(self) -> None:
         """No Pong by now ends the connection (1011); else ping again after the
         rest of the interval."""
-        if self.transport.closed or self.protocol.state is not State.OPEN:
+        if self.transport.closed or self.protocol.state is not OPEN:
             return
         if self.awaiting_pong:
             self.on_ping_timer()   # closes with 1011
