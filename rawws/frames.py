@@ -572,24 +572,9 @@ class FrameParser:
         Raises ProtocolError (1002) or MessageTooBig (1009) on a bad header.
         """
         buffer = self._buffer
-        available = len(buffer)
         pending = self.pending
-        if pending is not None and pending.streamed:
-            if pending.remaining:
-                return None
-            self.pending = None
-            first = pending._first
-            payload = pending.read()
-            end = 0   # the buffer holds only what came after the frame
-        elif pending is not None:
-            # Its header was parsed and checked when it arrived.
-            end = pending._end
-            if available < end:
-                return None
-            self.pending = None
-            first = pending._first
-            payload = _unmasked(buffer, pending._base, end, pending._key)
-        else:
+        if pending is None:
+            available = len(buffer)
             if available < 2:
                 return None
             first = buffer[0]
@@ -604,18 +589,19 @@ class FrameParser:
             if length >= self._length_limits[first]:
                 self._check_header(first, second, None)   # raises: the table is the rules'
             start = 2
-            if length == LENGTH_16BIT:
-                if available < 4:
-                    return None
-                (length,) = _UINT16.unpack_from(buffer, 2)
-                start = 4
-            elif length == LENGTH_64BIT:
-                if available < 10:
-                    return None
-                (length,) = _UINT64.unpack_from(buffer, 2)
-                start = 10
-                # A big frame, and rare: all the rules, the top bit's (§5.2) among them.
-                self._check_header(first, second, length)
+            if length >= LENGTH_16BIT:
+                if length == LENGTH_16BIT:
+                    if available < 4:
+                        return None
+                    (length,) = _UINT16.unpack_from(buffer, 2)
+                    start = 4
+                else:
+                    if available < 10:
+                        return None
+                    (length,) = _UINT64.unpack_from(buffer, 2)
+                    start = 10
+                    # A big frame, and rare: all the rules, the top bit's (§5.2) among them.
+                    self._check_header(first, second, length)
             if length > self.payload_limit:
                 # Over the limit (§10.4, 1009), unless a control frame: the rules say.
                 self._check_header(first, second, length)
@@ -637,7 +623,24 @@ class FrameParser:
                     streamed.take(view[start:])
                 del buffer[:]
                 return None
-            payload = _unmasked(buffer, start, end, key)
+            # As _unmasked() does, without a call for the usual frame (hot path).
+            payload = (masking.masked_slice(buffer, start, end, key) if key is not None
+                       else _unmasked(buffer, start, end, None))
+        elif pending.streamed:
+            if pending.remaining:
+                return None
+            self.pending = None
+            first = pending._first
+            payload = pending.read()
+            end = 0   # the buffer holds only what came after the frame
+        else:
+            # Its header was parsed and checked when it arrived.
+            end = pending._end
+            if len(buffer) < end:
+                return None
+            self.pending = None
+            first = pending._first
+            payload = _unmasked(buffer, pending._base, end, pending._key)
         if end:
             del buffer[:end]
         # fin as a comparison, not bool(): a call less per frame. The RSV

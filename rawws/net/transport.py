@@ -152,7 +152,10 @@ class Transport:
                 count = 0   # a reset is an end of stream like any other
             # A view on the shared read buffer, valid until the next read: the
             # parsers and the tap copy what they keep of it.
-            self.received(server.read_view[:count])
+            if count and self.state is OPEN and self.tap is None:
+                self.session.receive(server.read_view[:count])   # as received() would (hot path)
+            else:
+                self.received(server.read_view[:count])
 
     def received(self, data: memoryview) -> None:
         """Bytes read from the peer (b"" at its end), to the session or, while
@@ -227,16 +230,16 @@ class Transport:
         """Send what the kernel takes of `pieces` now, in one write (vectored
         when there are several): the count, or -1 when the connection broke
         (it is torn down)."""
+        single = len(pieces) == 1
         try:
-            sent = (self.sock.send(pieces[0]) if len(pieces) == 1
-                    else self.sock.sendmsg(pieces))
+            sent = self.sock.send(pieces[0]) if single else self.sock.sendmsg(pieces)
         except (BlockingIOError, InterruptedError):
             return 0
         except OSError:
             self.teardown()
             return -1
         if self.tap is not None:
-            self.tap.outgoing((pieces[0] if len(pieces) == 1 else b"".join(pieces))[:sent])
+            self.tap.outgoing((pieces[0] if single else b"".join(pieces))[:sent])
         return sent
 
     def write_out(self) -> None:

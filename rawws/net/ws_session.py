@@ -137,8 +137,6 @@ class WebSocketSession:
     def receive(self, data: memoryview) -> None:
         protocol = self.protocol
         protocol.receive_data(data)
-        on_message = self.app.on_message
-        handle = self.handle
         transport = self.transport
         # What answers a read goes out as soon as its last event is handled,
         # in one write, not at the end of the loop's turn: a peer waiting for
@@ -153,7 +151,7 @@ class WebSocketSession:
                 kind = type(event)
                 if kind is TextMessage or kind is BinaryMessage:
                     try:   # as call_app does, without a call per message (hot path)
-                        on_message(handle, event.data)
+                        self.app.on_message(self.handle, event.data)
                     except Exception:
                         log.exception("application error on %s:%s", *transport.remote[:2])
                         self.close(CLOSE_INTERNAL_ERROR, "internal error")
@@ -166,11 +164,12 @@ class WebSocketSession:
             # Not flushed since the last event, or a failure queued a Close.
             if transport.dirty or protocol.failure is not None:
                 transport.flush()
-        if protocol.failure is not None and not self.app_closed:
-            log.info("%s:%s failed: %d %s", *transport.remote[:2], protocol.close_sent,
-                     protocol.failure.reason)
-        if protocol.state is CLOSED and protocol.should_close_transport:
-            self.finish()
+        if protocol.state is CLOSED:   # (a failure too: it closes)
+            if protocol.failure is not None and not self.app_closed:
+                log.info("%s:%s failed: %d %s", *transport.remote[:2], protocol.close_sent,
+                         protocol.failure.reason)
+            if protocol.should_close_transport:
+                self.finish()
 
     after_write = None   # nothing to do when output moves: the transport's cap is enough
 
