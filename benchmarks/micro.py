@@ -221,11 +221,89 @@ def bench_encode(quick: bool) -> Iterator[Row]:
                      f"{1e6 / rate:.2f} µs/message")
 
 
+# ---- 4. the server's whole per-message path, no socket ---------------------
+
+class _LoopbackSocket:
+    """Stands in for an accepted socket: every read is the same frame, every write is taken."""
+
+    def __init__(self, first_read: bytes) -> None:
+        import socket
+        self._pair = socket.socketpair()   # a real descriptor, for the selector
+        self.next_read = first_read
+        self.writes = 0
+
+    def fileno(self) -> int:
+        return self._pair[0].fileno()
+
+    def recv_into(self, buffer: bytearray) -> int:
+        count = len(self.next_read)
+        buffer[:count] = self.next_read
+        return count
+
+    def send(self, data: bytes) -> int:
+        self.writes += 1
+        return len(data)
+
+    def sendmsg(self, pieces: list[bytes]) -> int:
+        self.writes += 1
+        return sum(len(piece) for piece in pieces)
+
+    def setsockopt(self, *args: object) -> None:
+        pass
+
+    def shutdown(self, how: int) -> None:
+        pass
+
+    def close(self) -> None:
+        for sock in self._pair:
+            sock.close()
+
+
+def bench_server_path(quick: bool) -> Iterator[Row]:
+    """The echo server's Python work for one 32 B message: the read's callback
+    (Transport.on_ready), the session, the protocol's event, the app's reply
+    and its write (Transport.flush), with the syscalls taken out. What the
+    interpreter spends per message beyond them (issue 17)."""
+    from rawws.echo import EchoApp
+    from rawws.net.loop import EVENT_READ
+    from rawws.net.server import Server
+    from rawws.net.transport import Transport
+
+    request = (b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+               b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               b"Sec-WebSocket-Version: 13\r\n\r\n")
+    server = Server(EchoApp(), host="127.0.0.1", port=0, ping_interval=0)
+    sock = _LoopbackSocket(request)
+    transport = Transport(server, sock, ("127.0.0.1", 1))
+    server.connections.add(transport)
+    server.loop.register(sock, EVENT_READ, transport.on_ready)
+    transport.on_ready(EVENT_READ)
+    server._flush_dirty()
+    if sock.writes != 1:
+        raise RuntimeError("no 101 from the server")
+    sock.next_read = encode_frame(OP_TEXT, b"x" * 32, mask_key=KEY)
+    on_ready, after_turn = transport.on_ready, server._flush_dirty
+
+    def one_message() -> None:
+        on_ready(EVENT_READ)
+        after_turn()
+
+    rate = best_rate(one_message, 1, rounds=(1 if quick else 5),
+                     round_time=(0.05 if quick else 0.25))
+    if sock.writes < 2:
+        raise RuntimeError("the echo was not written")
+    yield ("server path, 32 B echo, syscalls taken out", 1e6 / rate, "µs/message",
+           "Transport.on_ready to Transport.flush, in process")
+    transport.teardown()
+    server.listener.close()
+    server.loop.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
-    rows = [*bench_parse(args.quick), *bench_encode(args.quick)]
+    rows = [*bench_parse(args.quick), *bench_encode(args.quick), *bench_server_path(args.quick)]
     print(json.dumps([list(row) for row in rows]))
     return 0
 
