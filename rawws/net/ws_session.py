@@ -138,11 +138,11 @@ class WebSocketSession:
         protocol = self.protocol
         protocol.receive_data(data)
         transport = self.transport
-        # What answers a read goes out as soon as its last event is handled,
-        # in one write, not at the end of the loop's turn: a peer waiting for
-        # its echo waits for nothing else, and this turn's other work is done
-        # while the reply travels. Until then the transport counts as listed
-        # for a flush, so a send does not list it.
+        # The answers to a read's messages go out as soon as its last message
+        # is handled, in one write, not at the end of the loop's turn: a peer
+        # waiting for its echo waits for nothing else, and this turn's other
+        # work is done while the reply travels. Until then the transport
+        # counts as listed for a flush, so a send does not list it.
         transport.dirty = True
         try:
             # One event at a time: the app's answer to a message is queued
@@ -155,21 +155,23 @@ class WebSocketSession:
                     except Exception:
                         log.exception("application error on %s:%s", *transport.remote[:2])
                         self.close(CLOSE_INTERNAL_ERROR, "internal error")
+                    if not protocol.bytes_unparsed:   # the last message of this read
+                        transport.flush()
                 elif kind is Pong:
                     self.awaiting_pong = False
                 # (A Ping's Pong and a Close's answer the protocol queued itself.)
-                if not protocol.bytes_unparsed:   # the last event of this read
-                    transport.flush()
         finally:
-            # Not flushed since the last event, or a failure queued a Close.
-            if transport.dirty or protocol.failure is not None:
+            if protocol.state is CLOSED:   # a Close came or went, or a failure
+                if protocol.failure is not None and not self.app_closed:
+                    log.info("%s:%s failed: %d %s", *transport.remote[:2], protocol.close_sent,
+                             protocol.failure.reason)
+                if protocol.should_close_transport:
+                    self.finish()
+                # The last frame, a Close, then TCP's FIN (finish() asked
+                # for it), in one go: the peer wakes once for both.
                 transport.flush()
-        if protocol.state is CLOSED:   # (a failure too: it closes)
-            if protocol.failure is not None and not self.app_closed:
-                log.info("%s:%s failed: %d %s", *transport.remote[:2], protocol.close_sent,
-                         protocol.failure.reason)
-            if protocol.should_close_transport:
-                self.finish()
+            elif transport.dirty:   # not flushed since the last message: a Pong, say
+                transport.flush()
 
     after_write = None   # nothing to do when output moves: the transport's cap is enough
 
