@@ -42,8 +42,8 @@ from .deflate import PerMessageDeflate, compress_once
 from .errors import ConnectionClosed, InvalidPayload, MessageTooBig, ProtocolError
 from .frames import (FIN_BIT, LENGTH_16BIT, MAX_CONTROL_PAYLOAD, OP_BINARY, OP_CLOSE,
                      OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, RSV1_BIT, Frame,
-                     FrameParser, PendingFrame, decode_close_payload, encode_close_payload, encode_frame,
-                     frame_header)
+                     FrameParser, PendingFrame, decode_close_payload, encode_close_payload,
+                     encode_frame, frame_header)
 from .masking import mask_chunks
 from .utf8 import Utf8Decoder
 

@@ -28,7 +28,7 @@ from ..errors import ConnectionClosed, HandshakeError
 from ..handshake import ClientHandshake
 from ..http import find_head_end, parse_response_head, Response
 from ..origin import DEFAULT_PORTS
-from ..protocol import BinaryMessage, Event, Pong, State, TextMessage, WebSocketConnection
+from ..protocol import CLOSED, OPEN, BinaryMessage, Event, Pong, TextMessage, WebSocketConnection
 from .sendqueue import SendQueue
 from .tls import client_context
 from ..tools.trace import ConnectionTap, WireTracer
@@ -92,7 +92,7 @@ class ClientConnection:
                 self._close_transport()
                 raise ConnectionClosed(protocol.close_code, protocol.close_reason)
             wait = None if deadline is None else deadline - time.monotonic()
-            if protocol.state is State.CLOSED:
+            if protocol.state is CLOSED:
                 # §7.1.1: the server closes TCP first; wait for it, but not forever.
                 closed_at = closed_at or time.monotonic()
                 left = closed_at + self.close_timeout - time.monotonic()
@@ -106,7 +106,7 @@ class ClientConnection:
             try:
                 data = self.sock.recv(RECV_SIZE)
             except (socket.timeout, BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
-                if protocol.state is State.CLOSED:
+                if protocol.state is CLOSED:
                     continue    # the close timeout, checked above
                 raise TimeoutError("no WebSocket event before the timeout") from None
             except OSError:
@@ -211,7 +211,7 @@ class ClientConnection:
     def close(self, code: int = CLOSE_NORMAL, reason: str = "", timeout: float = 5.0) -> None:
         """The closing handshake (§7.1.2): send Close, read until the server's
         Close and its TCP close (`recv_event`), within `timeout` seconds."""
-        if self.protocol.state is State.OPEN:
+        if self.protocol.state is OPEN:
             self.protocol.close(code, reason)
             self._flush()
         deadline = time.monotonic() + timeout
