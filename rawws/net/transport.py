@@ -118,7 +118,9 @@ class Transport:
         self.read_at = 0.0
         self.events = EVENT_READ
         self.finishing = False   # the session is done: close once the output is out
-        self.dirty = False       # listed in server.dirty, to be flushed after this loop turn
+        # Listed in server.dirty, to be flushed after this loop turn (or in a
+        # read its session handles, which flushes when it is done).
+        self.dirty = False
         self.linger_timer: Timer | None = None
         # --trace: sees every byte as it crosses the socket (rawws.tools.trace); None costs one test.
         self.tap: ConnectionTap | None = (
