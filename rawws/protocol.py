@@ -324,11 +324,13 @@ class WebSocketConnection:
                 if opcode >= OP_CLOSE:
                     event = self._receive_control(opcode, frame.payload)
                 elif (frame.fin and opcode and self._message_opcode is None
-                      and self._utf8 is None and not frame.rsv1):
-                    # The usual message, whole in one frame, uncompressed, none
-                    # of it read early (§5.4, §5.6): nothing to reassemble.
-                    event = (TextMessage(frame.payload.decode("utf-8")) if opcode == OP_TEXT
-                             else BinaryMessage(frame.payload))
+                      and self._utf8 is None):
+                    # The usual message, whole in one frame, none of it read
+                    # early (§5.4, §5.6): nothing to reassemble.
+                    payload = (self._inflate(frame.payload, True) if frame.rsv1
+                               else frame.payload)   # RFC 7692 §6: RSV1, compressed
+                    event = (TextMessage(payload.decode("utf-8")) if opcode == OP_TEXT
+                             else BinaryMessage(payload))
                 else:
                     event = self._receive_data_frame(frame)
             except ProtocolError as error:
@@ -388,7 +390,8 @@ class WebSocketConnection:
             self.held_bytes = 0
 
     def _receive_data_frame(self, frame: Frame) -> Event | None:
-        """A data frame (§5.6) into the message being reassembled: the message once whole."""
+        """A data frame (§5.6) into the message being reassembled: the message once whole.
+        (A whole message in one frame never comes here: `events()` makes it.)"""
         opcode = frame.opcode
         payload = frame.payload
         fin = frame.fin
@@ -401,14 +404,6 @@ class WebSocketConnection:
         elif self._message_opcode is not None:
             # §5.4: fragments of one message are not interleaved with another's.
             raise ProtocolError("new data frame while a fragmented message is open")
-        elif fin and self._utf8 is None:
-            # A compressed message in one frame (events() takes an
-            # uncompressed one): no reassembly state. Invalid UTF-8 raises
-            # UnicodeDecodeError, which fails the connection (events()).
-            payload = self._inflate(payload, True) if compressed else payload
-            if opcode == OP_BINARY:
-                return BinaryMessage(payload)
-            return TextMessage(payload.decode("utf-8"))
         else:
             self._message_opcode = opcode
             self._message_compressed = compressed
