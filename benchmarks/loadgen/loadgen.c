@@ -768,7 +768,8 @@ static void on_message(conn_t *c) {
             note_error("connection %d: echo differs from what was sent", c->id);
         c->inflight = 0;
         double t = now();
-        if (phase == P_MEASURE) {
+        /* --count N counts N: echoes that land in the same batch as the Nth are not counted. */
+        if (phase == P_MEASURE && !(opt.max_count && completed >= opt.max_count)) {
             completed++;
             record(t - c->sent_at);
         }
@@ -780,7 +781,7 @@ static void on_message(conn_t *c) {
 
 static void on_done(conn_t *c) {
     if (opt.mode != M_HANDSHAKES || phase != P_MEASURE) return;
-    if (c->close_received) completed++;
+    if (c->close_received && !(opt.max_count && completed >= opt.max_count)) completed++;
     if (errors < 100) open_slot(c);   /* a server that refuses everything ends the run */
 }
 
