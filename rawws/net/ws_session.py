@@ -138,8 +138,8 @@ class WebSocketSession:
         protocol = self.protocol
         protocol.receive_data(data)
         transport = self.transport
-        # The answers to a read's messages go out as soon as its last message
-        # is handled, in one write, not at the end of the loop's turn: a peer
+        # The answers to a read's messages go out as soon as the read is
+        # handled, in one write, not at the end of the loop's turn: a peer
         # waiting for its echo waits for nothing else, and this turn's other
         # work is done while the reply travels. Until then the transport
         # counts as listed for a flush, so a send does not list it.
@@ -155,8 +155,6 @@ class WebSocketSession:
                     except Exception:
                         log.exception("application error on %s:%s", *transport.remote[:2])
                         self.close(CLOSE_INTERNAL_ERROR, "internal error")
-                    if not protocol.bytes_unparsed:   # the last message of this read
-                        transport.flush()
                 elif kind is Pong:
                     self.awaiting_pong = False
                 # (A Ping's Pong and a Close's answer the protocol queued itself.)
@@ -167,11 +165,9 @@ class WebSocketSession:
                              protocol.failure.reason)
                 if protocol.should_close_transport:
                     self.finish()
-                # The last frame, a Close, then TCP's FIN (finish() asked
-                # for it), in one go: the peer wakes once for both.
-                transport.flush()
-            elif transport.dirty:   # not flushed since the last message: a Pong, say
-                transport.flush()
+            # The read's answers in one write. After a Close, the Close and
+            # then TCP's FIN (finish() asked for it): the peer wakes once for both.
+            transport.flush()
 
     after_write = None   # nothing to do when output moves: the transport's cap is enough
 
