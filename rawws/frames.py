@@ -158,6 +158,14 @@ def frame_header(opcode: int, length: int, *, fin: bool = True,
     return header + mask_key
 
 
+# The header of every unmasked, unfragmented data frame with a 7-bit length
+# (§5.2), by opcode, then length: a server's short message is this header and
+# its payload, one lookup instead of building two bytes (hot path).
+SHORT_HEADERS: dict[int, tuple[bytes, ...]] = {
+    opcode: tuple(bytes((FIN_BIT | opcode, length)) for length in range(LENGTH_16BIT))
+    for opcode in (OP_TEXT, OP_BINARY)}
+
+
 def encode_close_payload(code: int | None, reason: str = "") -> bytes:
     """The body of a Close frame (§5.5.1): a 2-byte code, then a UTF-8 reason."""
     if code is None:
@@ -513,7 +521,12 @@ class FrameParser:
         # lowers it while a message is being reassembled, so a message over
         # its limit is refused from the header too.
         self.payload_limit = max_frame_size
+        # Bytes kept from earlier reads: the start of a frame that a read's end cut.
         self._buffer = bytearray()
+        # The read being parsed, where it lies (see `feed`), and where its next
+        # frame starts; None once its frames are taken or its rest is kept.
+        self._view: bytes | bytearray | memoryview | None = None
+        self._offset = 0
         # The next frame when its header has arrived and not all its payload,
         # else None (read it, never set it: the parser keeps it).
         self.pending: PendingFrame | None = None
@@ -552,8 +565,22 @@ class FrameParser:
             raise found[0].error()
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Bytes received, for `next_frame()` to parse.
+
+        When nothing of earlier reads waits, `data` is not copied: its frames
+        are parsed where they lie, and only the bytes of a frame that its end
+        cuts are copied into the parser's buffer. So the caller leaves `data`
+        as it is until `next_frame()` has returned None (rawws's server parses
+        each read before it reads into the same buffer again).
+        """
         pending = self.pending
-        if pending is not None and pending.streamed:
+        if pending is None:
+            if self._view is None and not self._buffer:
+                self._view = data
+                self._offset = 0
+                return
+            self._keep_view()   # fed twice before parsing: keep the order
+        elif pending.streamed:
             # A big frame's payload goes to it first; the buffer is empty until it is whole.
             taken = pending.take(data)
             if taken == len(data):
@@ -561,24 +588,63 @@ class FrameParser:
             data = memoryview(data)[taken:]
         self._buffer += data
 
+    def _keep_view(self) -> None:
+        """Copy what is left of the read being parsed into the buffer, and let the read go."""
+        view = self._view
+        if view is not None:
+            self._view = None
+            self._buffer += view[self._offset:]
+
+    def drop_read(self) -> None:
+        """Let go of the read being parsed, unparsed: nothing more is parsed (a
+        Close came, or a failure), and the caller may reuse its buffer."""
+        self._view = None
+
     @property
     def buffered(self) -> int:
         """Bytes received and not yet returned, as frames or by `pending.read()`."""
-        return len(self._buffer)
+        view = self._view
+        return len(self._buffer) + (len(view) - self._offset if view is not None else 0)
 
     def next_frame(self) -> Frame | None:
         """The next whole frame, or None until more bytes arrive.
 
         Raises ProtocolError (1002) or MessageTooBig (1009) on a bad header.
         """
-        buffer = self._buffer
+        parts = self.next_frame_parts()
+        if parts is None:
+            return None
+        first, payload = parts
+        # fin as a comparison, not bool(): a call less per frame.
+        frame = Frame(first & OPCODE_BITS, payload, first & FIN_BIT != 0)
+        if first & RSV_BITS:
+            frame.rsv1 = first & RSV1_BIT != 0
+            frame.rsv2 = first & RSV2_BIT != 0
+            frame.rsv3 = first & RSV3_BIT != 0
+        return frame
+
+    def next_frame_parts(self) -> tuple[int, bytes] | None:
+        """`next_frame()` without the `Frame`: the frame's first byte (FIN, RSV1-3
+        and the opcode, §5.2) and its payload, unmasked. `rawws.protocol` takes
+        frames this way: an object less per message (hot path)."""
         pending = self.pending
         if pending is None:
-            available = len(buffer)
-            if available < 2:
-                return None
-            first = buffer[0]
-            second = buffer[1]
+            # The frame starts at `base` in `data`: the read where it lies, or the buffer.
+            data = self._view
+            if data is None:
+                data = self._buffer
+                base = 0
+                available = len(data)
+                if available < 2:
+                    return None
+            else:
+                base = self._offset
+                available = len(data) - base
+                if available < 2:
+                    self._keep_view()
+                    return None
+            first = data[base]
+            second = data[base + 1]
             # The fast path, one test for every rule of the first two bytes:
             # XORed with the MASK bit this side expects, the second byte is the
             # 7-bit length, plus 128 if the masking is wrong; `_length_limits`
@@ -588,18 +654,20 @@ class FrameParser:
             length = second ^ self._mask_flag
             if length >= self._length_limits[first]:
                 self._check_header(first, second, None)   # raises: the table is the rules'
-            start = 2
+            start = base + 2
             if length >= LENGTH_16BIT:
                 if length == LENGTH_16BIT:
                     if available < 4:
+                        self._keep_view()
                         return None
-                    (length,) = _UINT16.unpack_from(buffer, 2)
-                    start = 4
+                    (length,) = _UINT16.unpack_from(data, start)
+                    start += 2
                 else:
                     if available < 10:
+                        self._keep_view()
                         return None
-                    (length,) = _UINT64.unpack_from(buffer, 2)
-                    start = 10
+                    (length,) = _UINT64.unpack_from(data, start)
+                    start += 8
                     # A big frame, and rare: all the rules, the top bit's (§5.2) among them.
                     self._check_header(first, second, length)
             if length > self.payload_limit:
@@ -607,48 +675,52 @@ class FrameParser:
                 self._check_header(first, second, length)
             key = None
             if second & MASK_BIT:
-                if available < start + MASK_KEY_SIZE:
-                    return None
-                # A bytearray slice: the masking functions take one as it is.
-                key = buffer[start:start + MASK_KEY_SIZE]
+                # A slice of the buffer or of the read: the masking functions take either.
+                key = data[start:start + MASK_KEY_SIZE]
                 start += MASK_KEY_SIZE
             end = start + length
-            if available < end:
-                key = None if key is None else bytes(key)
-                if length < STREAM_THRESHOLD:
-                    self.pending = PendingFrame(buffer, first, length, key, start)
-                    return None
-                streamed = self.pending = StreamedFrame(first, length, key)
-                with memoryview(buffer) as view:
-                    streamed.take(view[start:])
-                del buffer[:]
-                return None
+            if end > len(data):
+                return self._cut(first, length, key, start - base)
             # As _unmasked() does, without a call for the usual frame (hot path).
-            payload = (masking.masked_slice(buffer, start, end, key) if key is not None
-                       else _unmasked(buffer, start, end, None))
+            payload = (masking.masked_slice(data, start, end, key) if key is not None
+                       else _unmasked(data, start, end, None))
+            if data is self._view:
+                if end == len(data):
+                    self._view = None   # every frame of the read taken
+                else:
+                    self._offset = end
+            else:
+                del data[:end]
+            return first, payload
         elif pending.streamed:
             if pending.remaining:
                 return None
             self.pending = None
-            first = pending._first
-            payload = pending.read()
-            end = 0   # the buffer holds only what came after the frame
-        else:
-            # Its header was parsed and checked when it arrived.
-            end = pending._end
-            if len(buffer) < end:
-                return None
-            self.pending = None
-            first = pending._first
-            payload = _unmasked(buffer, pending._base, end, pending._key)
-        if end:
-            del buffer[:end]
-        # fin as a comparison, not bool(): a call less per frame. The RSV
-        # bits are nonzero only when an extension allows them (RSV1, for
-        # compressed messages), so they cost nothing here unless they are set.
-        frame = Frame(first & OPCODE_BITS, payload, first & FIN_BIT != 0)
-        if first & RSV_BITS:
-            frame.rsv1 = first & RSV1_BIT != 0
-            frame.rsv2 = first & RSV2_BIT != 0
-            frame.rsv3 = first & RSV3_BIT != 0
-        return frame
+            return pending._first, pending.read()
+        # Its header was parsed and checked when it arrived.
+        buffer = self._buffer
+        end = pending._end
+        if len(buffer) < end:
+            return None
+        self.pending = None
+        payload = _unmasked(buffer, pending._base, end, pending._key)
+        del buffer[:end]
+        return pending._first, payload
+
+    def _cut(self, first: int, length: int, key: bytes | bytearray | memoryview | None,
+             start: int) -> None:
+        """A frame whose end has not arrived, its payload from `start` in the buffer
+        once the read's rest is kept there: it becomes `pending` once its header is whole."""
+        self._keep_view()
+        if key is not None and len(key) < MASK_KEY_SIZE:
+            return None   # the header is parsed again once its masking key has come
+        key = None if key is None else bytes(key)
+        buffer = self._buffer
+        if length < STREAM_THRESHOLD:
+            self.pending = PendingFrame(buffer, first, length, key, start)
+            return None
+        streamed = self.pending = StreamedFrame(first, length, key)
+        with memoryview(buffer) as view:
+            streamed.take(view[start:])
+        del buffer[:]
+        return None

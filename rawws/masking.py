@@ -117,18 +117,20 @@ def _xor_table(key_byte: int) -> bytes:
     return table
 
 
-def _masked_slice(buffer: bytearray, start: int, end: int, key: bytes | bytearray) -> bytes:
-    """buffer[start:end] XOR key, as bytes; a slice of `_IN_PLACE_MIN` bytes or more
-    is unmasked where it lies first, so the caller must not need it masked again."""
+def _masked_slice(buffer: bytes | bytearray | memoryview, start: int, end: int,
+                  key: bytes | bytearray | memoryview) -> bytes:
+    """buffer[start:end] XOR key, as bytes; in a bytearray, a slice of `_IN_PLACE_MIN`
+    bytes or more is unmasked where it lies first, so the caller must not need it
+    masked again (the parser's buffer; a read it parses where it lies is left as it is)."""
     size = end - start
-    if size >= _IN_PLACE_MIN:
+    if size >= _IN_PLACE_MIN and type(buffer) is bytearray:
         _mask_in_place(buffer, key, start, end)
         with memoryview(buffer) as view:   # read through a view: no slice copy
             return bytes(view[start:end])
     if size <= MASK_KEY_SIZE:
         # Tiny payloads, and a peer trickling bytes: XOR them one by one.
         return bytes(map(xor, buffer[start:end], key))
-    return _mask(buffer[start:end], key)
+    return _mask(buffer[start:end], bytes(key))
 
 
 # ---- the two implementations -----------------------------------------------------

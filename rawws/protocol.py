@@ -41,9 +41,9 @@ from .close import CLOSE_ABNORMAL, CLOSE_NO_STATUS, CLOSE_NORMAL
 from .deflate import PerMessageDeflate, compress_once
 from .errors import ConnectionClosed, InvalidPayload, MessageTooBig, ProtocolError
 from .frames import (FIN_BIT, LENGTH_16BIT, MAX_CONTROL_PAYLOAD, OP_BINARY, OP_CLOSE,
-                     OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, RSV1_BIT, Frame,
-                     FrameParser, PendingFrame, decode_close_payload, encode_close_payload,
-                     encode_frame, frame_header)
+                     OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, OPCODE_BITS, RSV1_BIT,
+                     SHORT_HEADERS, FrameParser, PendingFrame, decode_close_payload,
+                     encode_close_payload, encode_frame, frame_header)
 from .masking import mask_chunks
 from .utf8 import Utf8Decoder
 
@@ -279,7 +279,9 @@ class WebSocketConnection:
     def receive_data(self, data: bytes) -> None:
         """Feed bytes from the transport; b"" means the peer closed it (EOF).
 
-        Nothing is parsed here: `events()` does that, one frame at a time.
+        Nothing is parsed here: `events()` does that, one frame at a time,
+        where the bytes lie (`FrameParser.feed`), so leave them unchanged
+        until `events()` has run to its end.
         """
         if not data:
             self.eof_received = True
@@ -291,7 +293,7 @@ class WebSocketConnection:
     @property
     def bytes_unparsed(self) -> int:
         """Bytes received that `events()` has not turned into events yet."""
-        return len(self._parser._buffer)   # as FrameParser.buffered, one call less (per event)
+        return self._parser.buffered
 
     def events(self) -> Iterator[Event]:
         """Parse what was received and yield its events, one frame at a time.
@@ -300,13 +302,12 @@ class WebSocketConnection:
         the first protocol error, which fails the connection (§7.1.7). An EOF
         that was received is acted on once every frame before it is read.
         """
-        parser = self._parser
-        unparsed = parser._buffer   # (as bytes_unparsed) nothing there: no next_frame() call
+        next_frame_parts = self._parser.next_frame_parts
         while self.close_received is None and self.failure is None:
             try:
-                frame = (parser.next_frame() if unparsed or parser.pending is not None
-                         else None)
-                if frame is None:
+                parts = next_frame_parts()
+                if parts is None:
+                    parser = self._parser
                     pending = parser.pending
                     if pending is not None and pending.opcode <= OP_TEXT:
                         # Only when a text or continuation frame is cut: a
@@ -318,21 +319,23 @@ class WebSocketConnection:
                                                     or self.held_bytes):
                         self._settle_budget(pending)
                     break
+                # The frame's first byte (FIN, RSV1-3, opcode: §5.2) and its payload.
                 # (RSV1 on a control or continuation frame, RFC 7692 §6.1, is
                 # refused by the parser from the header: frames.header_violations.)
-                opcode = frame.opcode
+                first, payload = parts
+                opcode = first & OPCODE_BITS
                 if opcode >= OP_CLOSE:
-                    event = self._receive_control(opcode, frame.payload)
-                elif (frame.fin and opcode and self._message_opcode is None
+                    event = self._receive_control(opcode, payload)
+                elif (first & FIN_BIT and opcode and self._message_opcode is None
                       and self._utf8 is None):
                     # The usual message, whole in one frame, none of it read
                     # early (§5.4, §5.6): nothing to reassemble.
-                    payload = (self._inflate(frame.payload, True) if frame.rsv1
-                               else frame.payload)   # RFC 7692 §6: RSV1, compressed
+                    if first & RSV1_BIT:   # RFC 7692 §6: RSV1, compressed
+                        payload = self._inflate(payload, True)
                     event = (TextMessage(payload.decode("utf-8")) if opcode == OP_TEXT
                              else BinaryMessage(payload))
                 else:
-                    event = self._receive_data_frame(frame)
+                    event = self._receive_data_frame(first, payload)
             except ProtocolError as error:
                 self._fail(error)
                 break
@@ -372,6 +375,7 @@ class WebSocketConnection:
         """CLOSED, or nothing more is read: drop what is held of messages being
         received, and give its reservation back to the budget. (Without a
         budget nothing changes: what is held goes with the connection.)"""
+        self._parser.drop_read()   # nor is the rest of the read being parsed
         if self.budget is None:
             return
         if self._message_opcode is not None or self._parser.pending is not None:
@@ -389,13 +393,13 @@ class WebSocketConnection:
             self.budget.release(self.held_bytes)
             self.held_bytes = 0
 
-    def _receive_data_frame(self, frame: Frame) -> Event | None:
-        """A data frame (§5.6) into the message being reassembled: the message once whole.
-        (A whole message in one frame never comes here: `events()` makes it.)"""
-        opcode = frame.opcode
-        payload = frame.payload
-        fin = frame.fin
-        compressed = frame.rsv1   # RFC 7692 §6: RSV1 marks a compressed message
+    def _receive_data_frame(self, first: int, payload: bytes) -> Event | None:
+        """A data frame (§5.6), by its first byte and payload, into the message being
+        reassembled: the message once whole. (A whole message in one frame never
+        comes here: `events()` makes it.)"""
+        opcode = first & OPCODE_BITS
+        fin = first & FIN_BIT != 0
+        compressed = first & RSV1_BIT != 0   # RFC 7692 §6: RSV1 marks a compressed message
         if opcode == OP_CONTINUATION:
             if self._message_opcode is None:
                 # §5.4: a continuation frame continues a message that was started.
@@ -610,7 +614,7 @@ class WebSocketConnection:
         elif self._mask_keys is None and (length := len(payload)) < LENGTH_16BIT:
             # A server's short message, the most common frame there is: FIN
             # and the opcode, then the length in 7 bits (§5.2), no mask (§5.1).
-            self._outgoing.append(bytes((FIN_BIT | opcode, length)) + payload)
+            self._outgoing.append(SHORT_HEADERS[opcode][length] + payload)
         else:
             self._queue_frame(opcode, payload)
 

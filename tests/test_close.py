@@ -177,6 +177,17 @@ def test_data_after_a_close_in_the_same_read_is_ignored():
     assert list(server.events()) == [CloseReceived(1000, "")]
 
 
+def test_the_rest_of_a_read_after_a_close_is_let_go_not_kept():
+    # The read is parsed where it lies (a server reuses its read buffer): the
+    # bytes after the Close are neither parsed nor held on to.
+    server = WebSocketConnection(Role.SERVER)
+    read = bytearray(close_frame_from_client(b"\x03\xe8")
+                     + encode_frame(OP_TEXT, b"too late", mask_key=RFC_KEY))
+    server.receive_data(memoryview(read))
+    list(server.events())
+    assert server.bytes_unparsed == 0
+
+
 def test_data_after_a_close_in_a_later_read_is_ignored():
     server = WebSocketConnection(Role.SERVER)
     server.receive_data(close_frame_from_client(b"\x03\xe8"))

@@ -13,7 +13,8 @@ import pytest
 
 from rawws.errors import MessageTooBig, ProtocolError
 from rawws.frames import (OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT,
-                          RSV1_BIT, Frame, FrameParser, encode_frame, header_violations, mask)
+                          RSV1_BIT, SHORT_HEADERS, Frame, FrameParser, encode_frame,
+                          frame_header, header_violations, mask)
 
 from tests.masking_paths import masking_path  # noqa: F401 (a fixture)
 
@@ -426,6 +427,45 @@ def test_parser_keeps_bytes_of_the_next_frame():
     assert parser.buffered == 3
     parser.feed(PING_UNMASKED[3:])
     assert parser.next_frame() == Frame(OP_PING, b"Hello")
+
+
+def test_parser_takes_whole_frames_from_the_read_and_copies_only_the_frame_it_cuts():
+    # A server reads into one buffer it reuses: whole frames are parsed where
+    # they lie, and the start of a cut frame must survive the next read.
+    read_buffer = bytearray(HELLO_MASKED + PONG_MASKED[:4])
+    parser = FrameParser(require_mask=SERVER_SIDE)
+    parser.feed(memoryview(read_buffer))
+    assert parser.next_frame() == Frame(OP_TEXT, b"Hello")
+    assert parser.next_frame() is None
+    assert parser.buffered == 4
+    read_buffer[:] = b"\xff" * len(read_buffer)        # the next read overwrites it
+    parser.feed(PONG_MASKED[4:])
+    assert parser.next_frame() == Frame(OP_PONG, b"Hello")
+    assert parser.buffered == 0
+
+
+def test_parser_fed_twice_before_parsing_gives_the_frames_in_order():
+    parser = FrameParser(require_mask=CLIENT_SIDE)
+    parser.feed(HELLO_UNMASKED)
+    parser.feed(PING_UNMASKED)
+    assert parser.buffered == len(HELLO_UNMASKED) + len(PING_UNMASKED)
+    assert parser.next_frame() == Frame(OP_TEXT, b"Hello")
+    assert parser.next_frame() == Frame(OP_PING, b"Hello")
+    assert parser.next_frame() is None
+
+
+def test_next_frame_parts_is_the_first_byte_and_the_unmasked_payload():
+    parser = FrameParser(require_mask=SERVER_SIDE)
+    parser.feed(HELLO_MASKED + encode_frame(OP_TEXT, b"Hel", fin=False, mask_key=RFC_KEY))
+    assert parser.next_frame_parts() == (0x81, b"Hello")    # FIN, opcode 1
+    assert parser.next_frame_parts() == (0x01, b"Hel")      # no FIN, opcode 1
+    assert parser.next_frame_parts() is None
+
+
+def test_short_headers_are_frame_headers_of_every_7_bit_length():
+    for opcode in (OP_TEXT, OP_BINARY):
+        assert SHORT_HEADERS[opcode] == tuple(frame_header(opcode, length)
+                                              for length in range(126))
 
 
 def test_rsv_bits_are_reported_when_an_extension_allows_them():
