@@ -302,12 +302,15 @@ class WebSocketConnection:
         the first protocol error, which fails the connection (§7.1.7). An EOF
         that was received is acted on once every frame before it is read.
         """
-        next_frame_parts = self._parser.next_frame_parts
+        parser = self._parser
+        next_frame_parts = parser.next_frame_parts
         while self.close_received is None and self.failure is None:
             try:
-                parts = next_frame_parts()
+                # Nothing left to parse (as `buffered` and `pending` say): no
+                # call, the usual case once a read's last frame is taken (hot path).
+                parts = (next_frame_parts() if parser._view is not None or parser._buffer
+                         or parser.pending is not None else None)
                 if parts is None:
-                    parser = self._parser
                     pending = parser.pending
                     if pending is not None and pending.opcode <= OP_TEXT:
                         # Only when a text or continuation frame is cut: a
@@ -603,8 +606,10 @@ class WebSocketConnection:
         else:
             self._outgoing += mask_chunks(payload, mask_key)
 
-    def _queue_message(self, opcode: int, payload: bytes) -> None:
-        """A whole message in one frame, compressed when permessage-deflate is on."""
+    def send_message(self, opcode: int, payload: bytes) -> None:
+        """Queue a whole message in one frame (§5.6): OP_TEXT with its UTF-8 bytes, or
+        OP_BINARY; compressed when permessage-deflate is on. (`send_text` and
+        `send_binary` in one call: a server's handle sends this way, hot path.)"""
         if self.state is not OPEN or self._sending_opcode is not None:
             self._check_whole_message()   # raises, saying why
         deflate = self.deflate
@@ -624,10 +629,10 @@ class WebSocketConnection:
             raise ConnectionClosed(self.close_code, self.close_reason)
 
     def send_text(self, text: str) -> None:
-        self._queue_message(OP_TEXT, text.encode("utf-8"))
+        self.send_message(OP_TEXT, text.encode("utf-8"))
 
     def send_binary(self, data: bytes) -> None:
-        self._queue_message(OP_BINARY, bytes(data))
+        self.send_message(OP_BINARY, bytes(data))
 
     def send_frame_bytes(self, frame: bytes) -> None:
         """Send a frame encoded elsewhere: a broadcast encodes once for many connections.

@@ -214,10 +214,16 @@ class Transport:
         if len(pieces) == 1 and not out.size:
             # The usual case: one frame, nothing queued, so send it directly
             # and queue only the part the kernel did not take.
-            sent = self.send_some(pieces)
-            if sent < 0:
-                return
             data = pieces[0]
+            try:   # as send_some does, without a call (hot path)
+                sent = self.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                self.teardown()
+                return
+            if self.tap is not None:
+                self.tap.outgoing(data[:sent])
             if sent < len(data):
                 out.append(memoryview(data)[sent:])
             elif (self.events == EVENT_READ and not self.charged and not self.finishing

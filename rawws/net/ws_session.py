@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from ..close import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL
 from ..deflate import DeflateParams
+from ..frames import OP_BINARY, OP_TEXT
 from ..http import Request
 from ..protocol import CLOSED, OPEN, BinaryMessage, Pong, TextMessage, WebSocketConnection
 from .loop import Timer
@@ -69,7 +70,7 @@ class WebSocket:
         ws = self._ws
         if ws.state is not OPEN:
             return False
-        ws.send_text(text)
+        ws.send_message(OP_TEXT, text.encode("utf-8"))   # as ws.send_text does (hot path)
         transport = self._transport
         if not transport.dirty:   # else it is flushed already this turn, or at the read's end
             transport.output_ready()
@@ -79,7 +80,7 @@ class WebSocket:
         ws = self._ws
         if ws.state is not OPEN:
             return False
-        ws.send_binary(data)
+        ws.send_message(OP_BINARY, bytes(data))   # as ws.send_binary does (hot path)
         transport = self._transport
         if not transport.dirty:
             transport.output_ready()
