@@ -341,14 +341,15 @@ def _length_limits(require_mask: bool, allowed_rsv_bits: int) -> bytes:
     return table
 
 
-def _unmasked(buffer: bytearray, start: int, end: int, key: bytes | bytearray | None) -> bytes:
-    """Buffer bytes [start:end) as bytes, XORed with `key` unless it is None.
+def _unmasked(buffer: bytes | bytearray | memoryview, start: int, end: int,
+              key: bytes | bytearray | None) -> bytes:
+    """Bytes [start:end) of the parser's buffer or of the read it parses, as bytes,
+    XORed with `key` unless it is None.
 
-    The one place a payload leaves the parser's buffer, for whole frames and
-    for `PendingFrame.read`; `key` must already be the one for the payload
-    byte at `start` (§5.3: payload byte i is masked with key[i % 4]). The
-    caller drops these bytes from the buffer next, so `masking.masked_slice`
-    may unmask them where they lie before copying them out.
+    `key` must already be the one for the payload byte at `start` (§5.3:
+    payload byte i is masked with key[i % 4]). The caller drops these bytes
+    next, so `masking.masked_slice` may unmask them where they lie (in the
+    parser's own bytearray only) before copying them out.
     """
     if key is not None:
         return masking.masked_slice(buffer, start, end, key)
@@ -597,7 +598,7 @@ class FrameParser:
 
     def drop_read(self) -> None:
         """Let go of the read being parsed, unparsed: nothing more is parsed (a
-        Close came, or a failure), and the caller may reuse its buffer."""
+        Close came, a failure, the end), and the caller may reuse its buffer."""
         self._view = None
 
     @property
